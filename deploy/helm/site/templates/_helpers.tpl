@@ -1,0 +1,124 @@
+{{/* Chart name. */}}
+{{- define "site.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: RELEASE-CHART, or RELEASE when it already contains the chart name. */}}
+{{- define "site.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "site.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The site's name in the federation. */}}
+{{- define "site.siteName" -}}
+{{- default .Release.Name .Values.site.name }}
+{{- end }}
+
+{{- define "site.labels" -}}
+helm.sh/chart: {{ include "site.chart" . }}
+{{ include "site.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dask-federation
+dask-federation/site: {{ include "site.siteName" . | quote }}
+{{- end }}
+
+{{- define "site.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "site.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: site
+{{- end }}
+
+{{- define "site.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "site.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "site.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+A byte size such as "4GiB", "512MiB" or "2GB" in bytes (a float).
+Units: KiB MiB GiB TiB (1024-based) and kB KB MB GB TB (1000-based), as Dask reads them.
+*/}}
+{{- define "site.bytes" -}}
+{{- $s := . | toString | trim }}
+{{- $re := "^([0-9]+(?:\\.[0-9]+)?)\\s*([A-Za-z]+)$" }}
+{{- if not (regexMatch $re $s) }}
+{{- fail (printf "cannot read the size %q: write a number and a unit (MiB, GiB, TiB, MB, GB, TB), e.g. 4GiB" $s) }}
+{{- end }}
+{{- $num := regexReplaceAll $re $s "${1}" | float64 }}
+{{- $unit := regexReplaceAll $re $s "${2}" | lower }}
+{{- $factors := dict "kib" 1024.0 "mib" 1048576.0 "gib" 1073741824.0 "tib" 1099511627776.0 "kb" 1000.0 "mb" 1000000.0 "gb" 1000000000.0 "tb" 1000000000000.0 }}
+{{- if not (hasKey $factors $unit) }}
+{{- fail (printf "cannot read the size %q: unknown unit %q (use MiB, GiB, TiB, MB, GB or TB)" $s $unit) }}
+{{- end }}
+{{- mulf $num (get $factors $unit) }}
+{{- end }}
+
+{{/* Container memory limit: workers x memoryLimit + memoryOverhead, rounded up to whole Mi. */}}
+{{- define "site.containerMemory" -}}
+{{- $perWorker := include "site.bytes" .Values.site.memoryLimit | float64 }}
+{{- $overhead := include "site.bytes" .Values.site.memoryOverhead | float64 }}
+{{- $total := addf (mulf (.Values.site.workers | float64) $perWorker) $overhead }}
+{{- printf "%dMi" (divf $total 1048576.0 | ceil | int64) }}
+{{- end }}
+
+{{/* Volume name of a dataset's mount source; datasets on one claim or host directory share it. */}}
+{{- define "site.datasetVolumeName" -}}
+{{- if .claimName }}
+{{- printf "ds-%s" (printf "pvc:%s" .claimName | sha256sum | trunc 12) }}
+{{- else }}
+{{- printf "ds-%s" (printf "host:%s" .hostPath | sha256sum | trunc 12) }}
+{{- end }}
+{{- end }}
+
+{{/* Path of a dataset inside the container. */}}
+{{- define "site.datasetPath" -}}
+{{- $rel := .ds.path | default "" | trimPrefix "/" }}
+{{- if $rel }}
+{{- printf "/data/%s/%s" .name $rel }}
+{{- else }}
+{{- printf "/data/%s" .name }}
+{{- end }}
+{{- end }}
+
+{{/* The site.yaml read by `dask federation site` (schema: federation.config.SiteConfig). */}}
+{{- define "site.configYaml" -}}
+{{- $datasets := dict }}
+{{- range $name, $ds := .Values.datasets }}
+{{- $entry := dict "path" (include "site.datasetPath" (dict "name" $name "ds" $ds)) }}
+{{- with $ds.description }}{{ $_ := set $entry "description" . }}{{ end }}
+{{- with $ds.engine }}{{ $_ := set $entry "engine" . }}{{ end }}
+{{- with $ds.egress }}{{ $_ := set $entry "egress" . }}{{ end }}
+{{- with $ds.maxEgressBytes }}{{ $_ := set $entry "max_egress_bytes" (toString .) }}{{ end }}
+{{- $_ := set $datasets (toString $name) $entry }}
+{{- end }}
+{{- $cfg := dict
+  "site" (include "site.siteName" .)
+  "hub" .Values.site.hub
+  "workers" .Values.site.workers
+  "nthreads" .Values.site.nthreads
+  "memory_limit" (toString .Values.site.memoryLimit)
+  "datasets" $datasets }}
+{{- with .Values.site.localDirectory }}
+{{- $_ := set $cfg "local_directory" . }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}

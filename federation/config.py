@@ -1,0 +1,169 @@
+"""Site configuration: the few lines of YAML a data provider writes.
+
+Examples
+--------
+>>> cfg = SiteConfig.model_validate(
+...     {"site": "awi", "datasets": {"sst": {"path": "/data/sst.zarr"}}}
+... )
+>>> cfg.workers, cfg.nthreads
+(1, 2)
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: Site and dataset names: they appear in ``site/name`` references, resource labels
+#: and task keys, so they exclude ``/``, ``.``, ``:`` and whitespace.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+NAME_RULE = "letters, digits, '_' and '-', starting with a letter or digit"
+
+
+class ConfigError(ValueError):
+    """A site configuration that cannot be used; the message names the key and the fix."""
+
+
+class DatasetConfig(BaseModel):
+    """One dataset a site holds. Only ``path`` is required."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="zarr store, netCDF file, or a glob of netCDF files")
+    description: str = ""
+    engine: Literal["zarr", "netcdf"] | None = Field(
+        default=None, description="guessed from the path when not given"
+    )
+
+    @property
+    def resolved_engine(self) -> str:
+        if self.engine:
+            return self.engine
+        return "zarr" if self.path.rstrip("/").endswith(".zarr") else "netcdf"
+
+
+class SiteConfig(BaseModel):
+    """What ``dask federation site CONFIG`` reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: str = Field(description="the site's name in the federation, e.g. 'awi'")
+    hub: str | None = Field(default=None, description="hub address, e.g. tcp://hub:8786")
+    workers: int = Field(default=1, ge=1, description="worker processes this site runs")
+    nthreads: int = Field(default=2, ge=1, description="threads per worker")
+    memory_limit: str | int = Field(default="auto", description="per worker, e.g. 4GiB")
+    local_directory: str | None = Field(default=None, description="scratch/spill directory")
+    datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+
+    @field_validator("site")
+    @classmethod
+    def _site_name(cls, v: str) -> str:
+        if not NAME_PATTERN.match(v):
+            raise ValueError(f"site name {v!r} is not allowed; use {NAME_RULE}")
+        return v
+
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_names(cls, v: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
+        for name in v:
+            if not NAME_PATTERN.match(str(name)):
+                raise ValueError(f"dataset name {name!r} is not allowed; use {NAME_RULE}")
+        return v
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a site must hear about it."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"duplicate key {key!r} on line {line} (first on line {seen[key]}); "
+                    "each dataset name may appear only once — rename or remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _describe(err: dict) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = err["loc"][:-1]
+        allowed = DatasetConfig if parent and parent[0] == "datasets" else SiteConfig
+        return (
+            f"unknown key {where!r}; allowed keys here: "
+            + ", ".join(allowed.model_fields)
+            + " (check the spelling)"
+        )
+    if kind == "missing":
+        return f"missing required key {where!r}"
+    return f"{where}: {err['msg']} (got {err.get('input')!r})"
+
+
+def parse_site_config(text: str, source: str = "<config>") -> SiteConfig:
+    """Parse and validate YAML text; raise :class:`ConfigError` naming the key and the fix."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping with at least 'site:' and 'datasets:', "
+            f"got {type(raw).__name__}"
+        )
+    try:
+        return SiteConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "\n  ".join(_describe(err) for err in e.errors())
+        raise ConfigError(f"{source}: invalid site configuration:\n  {problems}") from None
+
+
+def load_site_config(path: str | os.PathLike) -> SiteConfig:
+    """Read a site's YAML file; relative dataset paths resolve against the file's folder.
+
+    Checks that every dataset path exists, so a typo stops the site at start-up.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read site configuration {path}: {e.strerror}") from None
+    cfg = parse_site_config(text, source=str(path))
+    base = path.resolve().parent
+    for name, ds in cfg.datasets.items():
+        p = Path(os.path.expanduser(ds.path))
+        ds.path = str(p if p.is_absolute() else base / p)
+        check_dataset_path(name, ds, source=str(path))
+    return cfg
+
+
+def check_dataset_path(name: str, ds: DatasetConfig, source: str = "<config>") -> None:
+    if glob.has_magic(ds.path):
+        if not glob.glob(ds.path):
+            raise ConfigError(
+                f"{source}: datasets.{name}.path: no file matches {ds.path!r}; "
+                "fix the pattern or the folder"
+            )
+        return
+    if not os.path.exists(ds.path):
+        raise ConfigError(
+            f"{source}: datasets.{name}.path: {ds.path!r} does not exist; "
+            "fix the path (relative paths are relative to the config file)"
+        )
+    if not os.access(ds.path, os.R_OK):
+        raise ConfigError(
+            f"{source}: datasets.{name}.path: {ds.path!r} is not readable by this user; "
+            "fix its permissions"
+        )

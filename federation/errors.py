@@ -1,0 +1,22 @@
+"""Errors a user or site operator sees; each message names the thing and the fix."""
+
+from __future__ import annotations
+
+
+class FederationError(Exception):
+    """Base class of dask-federation's errors."""
+
+
+class UnknownDatasetError(FederationError, LookupError):
+    """A ``site/name`` that no registered site holds; the message lists what exists."""
+
+    def __str__(self) -> str:  # LookupError would quote the message like a key
+        return str(self.args[0]) if self.args else ""
+
+
+class SiteNameTaken(FederationError):
+    """A site tried to register a name another live site already uses."""
+
+
+class HubUnavailable(FederationError):
+    """The hub could not be reached."""

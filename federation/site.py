@@ -1,0 +1,142 @@
+"""The site runtime: what ``dask federation site CONFIG`` runs at an institute.
+
+It reads the site's YAML, opens every dataset once with xarray to describe it,
+registers the site and its catalog with the hub, and starts the site's workers as
+distributed Nannies labelled with the site's resource labels. While it runs it
+heartbeats the hub, and re-announces itself if the hub forgot it (a hub restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from distributed import Nanny
+from distributed.core import rpc
+
+from .catalog import DatasetInfo, describe_dataset
+from .config import ConfigError, SiteConfig
+from .errors import HubUnavailable
+from .labels import worker_resources
+from .read import SiteWorkerPlugin
+from .sources import source_for
+
+logger = logging.getLogger("federation.site")
+
+HEARTBEAT_INTERVAL = 2.0
+
+
+def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
+    """Open each dataset of the site and describe it; a file that cannot be opened
+    stops the site with a message naming the dataset."""
+    infos = []
+    for name, ds_cfg in cfg.datasets.items():
+        source = source_for(ds_cfg)
+        try:
+            with source.open() as ds:
+                infos.append(
+                    describe_dataset(cfg.site, name, ds, ds_cfg.description, source.stamp())
+                )
+        except Exception as e:  # any reader error: corrupt store, wrong engine, ...
+            raise ConfigError(
+                f"datasets.{name}: cannot open {ds_cfg.path!r} with the "
+                f"{source.engine} engine: {type(e).__name__}: {e}. Fix the path, the file, "
+                f"or set 'engine:' (zarr or netcdf)"
+            ) from None
+    return infos
+
+
+@dataclass
+class Site:
+    """A running site: registration with the hub plus the worker Nannies.
+
+    Examples
+    --------
+    >>> site = Site(cfg, hub="tcp://127.0.0.1:8786")  # doctest: +SKIP
+    >>> await site.start()  # doctest: +SKIP
+    """
+
+    cfg: SiteConfig
+    hub: str
+    join: bool = False
+    timeout: float = 30.0
+    session: str = field(default_factory=lambda: uuid.uuid4().hex)
+    catalog: list[DatasetInfo] = field(default_factory=list)
+    nannies: list[Nanny] = field(default_factory=list)
+    _heartbeat: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.catalog = await asyncio.to_thread(scan_catalog, self.cfg)
+        await self.register()
+        sources = {name: source_for(ds) for name, ds in self.cfg.datasets.items()}
+        prefix = self.cfg.site if not self.join else f"{self.cfg.site}-{self.session[:6]}"
+        for i in range(self.cfg.workers):
+            self.nannies.append(
+                Nanny(
+                    self.hub,
+                    name=f"{prefix}-{i}",
+                    nthreads=self.cfg.nthreads,
+                    memory_limit=self.cfg.memory_limit,
+                    resources=worker_resources(self.cfg.site, list(self.cfg.datasets)),
+                    local_directory=self.cfg.local_directory,
+                    plugins=(SiteWorkerPlugin(self.cfg.site, sources),),
+                )
+            )
+        await asyncio.gather(*self.nannies)
+        self._heartbeat = asyncio.create_task(self._beat())
+        logger.info(
+            "Site %s serving %s with %d worker(s) at hub %s",
+            self.cfg.site, [d.name for d in self.catalog], len(self.nannies), self.hub,
+        )
+
+    async def register(self) -> None:
+        """Announce the site and its catalog; fail with a clear message if refused."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            try:
+                async with rpc(self.hub) as hub:
+                    await hub.federation_register_site(
+                        site=self.cfg.site,
+                        session=self.session,
+                        datasets=[d.to_wire() for d in self.catalog],
+                        join=self.join,
+                    )
+                return
+            except OSError as e:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise HubUnavailable(
+                        f"cannot reach the hub at {self.hub} ({e}); check 'hub:' in the "
+                        "site config or --hub, and that the hub is running"
+                    ) from None
+                await asyncio.sleep(1.0)
+
+    async def _beat(self) -> None:
+        delay = HEARTBEAT_INTERVAL
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                async with rpc(self.hub) as hub:
+                    reply = await hub.federation_heartbeat(
+                        site=self.cfg.site, session=self.session
+                    )
+                if reply["status"] == "unknown":
+                    logger.warning("Hub forgot site %s; announcing again", self.cfg.site)
+                    await self.register()
+                delay = HEARTBEAT_INTERVAL
+            except Exception as e:  # keep serving; back off while the hub is away
+                logger.warning("Heartbeat to hub %s failed: %s", self.hub, e)
+                delay = min(delay * 2, 30.0)
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        try:
+            async with rpc(self.hub, timeout=2) as hub:
+                await asyncio.wait_for(
+                    hub.federation_unregister_site(site=self.cfg.site, session=self.session), 5
+                )
+        except Exception:  # the hub may already be gone
+            pass
+        await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)

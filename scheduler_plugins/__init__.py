@@ -1,0 +1,38 @@
+"""Scheduler side of dask-federation: routing, traffic accounting and the catalog.
+
+Install into any distributed scheduler by preload::
+
+    dask scheduler --preload scheduler_plugins
+
+``dask federation hub`` does exactly that.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .catalog import CatalogPlugin
+from .routing import RoutingPlugin
+from .state import FederationState
+from .traffic import TrafficPlugin
+
+if TYPE_CHECKING:
+    from distributed.scheduler import Scheduler
+
+__all__ = ["CatalogPlugin", "FederationState", "RoutingPlugin", "TrafficPlugin", "install"]
+
+
+def install(scheduler: Scheduler) -> FederationState:
+    """Add the federation plugins to ``scheduler``; returns their shared state."""
+    existing = scheduler.plugins.get(CatalogPlugin.name)
+    if existing is not None:  # idempotent: preloaded twice
+        return existing.state
+    state = FederationState(scheduler)
+    for plugin in (CatalogPlugin(state), RoutingPlugin(state), TrafficPlugin(state)):
+        scheduler.add_plugin(plugin)
+    return state
+
+
+def dask_setup(scheduler: Scheduler) -> None:
+    """Preload entry point (``--preload scheduler_plugins``)."""
+    install(scheduler)

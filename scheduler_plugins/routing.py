@@ -1,0 +1,242 @@
+"""Data-aware routing: every task runs at the site that holds its data.
+
+Three decisions, all expressed as Dask resource restrictions on ``TaskState`` so that
+the scheduler's own placement, work stealing and retries respect them:
+
+1. **Reads.** A task whose run_spec calls :func:`federation.read.read_chunk` (also
+   inside fused subgraphs) may only run on workers labelled ``dataset:<site>/<name>``.
+2. **Downstream tasks.** When a task becomes ready, it is bound to the site holding
+   most of its input bytes (``site:<site>``), measured from the real ``nbytes`` of its
+   inputs; so per-chunk and per-site reductions stay at the site and only reduced
+   results cross borders.
+3. **The site queue.** Restricted tasks bypass the scheduler's root-task queuing, so
+   a big read would be sent to a site's workers all at once and flood their memory.
+   Reads are therefore parked (in ``no-worker``, restricted to a label no worker has)
+   and admitted per site as thread slots free up and while the site's memory allows,
+   like distributed's own ``worker-saturation`` queuing but per site.
+
+Nothing is ever unrestricted once bound, so a site with no live workers makes its
+tasks wait instead of sending them elsewhere.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from time import time
+from typing import TYPE_CHECKING, Any
+
+import dask
+from dask._task_spec import DataNode, Task
+from distributed import SchedulerPlugin
+from distributed.core import Status
+
+from federation.labels import SITE_PREFIX, dataset_label, site_label
+from federation.read import read_chunk
+
+from .state import FederationState
+
+if TYPE_CHECKING:
+    from distributed.scheduler import Scheduler, TaskState
+
+#: A resource no worker advertises: parks a read in ``no-worker`` until admitted.
+HOLD = "federation:held"
+
+
+def datasets_read(node: Any) -> Iterator[str]:
+    """Dataset references (``site/name``) read anywhere inside a task spec."""
+    if isinstance(node, Task):
+        if node.func is read_chunk:
+            yield node.args[0]
+            return
+        for arg in (*node.args, *node.kwargs.values()):
+            yield from datasets_read(arg)
+    elif isinstance(node, DataNode):
+        yield from datasets_read(node.value)
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from datasets_read(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from datasets_read(value)
+
+
+class RoutingPlugin(SchedulerPlugin):
+    """Binds tasks to sites and meters reads into each site.
+
+    Parameters
+    ----------
+    state:
+        The hub's shared :class:`~scheduler_plugins.state.FederationState`.
+    saturation:
+        Admitted tasks per worker thread of a site (default: distributed's
+        ``distributed.scheduler.worker-saturation``, else 1.1).
+    memory_fraction:
+        Stop admitting reads into a site while its workers' process memory exceeds
+        this fraction of their combined memory limit (one task is always admitted
+        when nothing runs at the site, so a computation cannot stall).
+    """
+
+    name = "federation-routing"
+
+    def __init__(
+        self,
+        state: FederationState,
+        saturation: float | None = None,
+        memory_fraction: float = 0.6,
+    ):
+        self.state = state
+        if saturation is None:
+            saturation = dask.config.get("distributed.scheduler.worker-saturation")
+            saturation = 1.1 if math.isinf(saturation) else saturation
+        self.saturation = saturation
+        self.memory_fraction = memory_fraction
+        #: key -> (site, label) for parked reads, until admitted or forgotten
+        self.parked: dict[Any, tuple[str, str]] = {}
+        #: site -> heap of (priority, key) of parked reads waiting in ``no-worker``
+        self.queues: dict[str, list] = defaultdict(list)
+        self._admit_scheduled = False
+        self.scheduler: Scheduler | None = None
+
+    async def start(self, scheduler: Scheduler) -> None:
+        """Keep a reference; the hooks below are called with the scheduler too."""
+        self.scheduler = scheduler
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def update_graph(
+        self, scheduler: Scheduler, *, client: str, tasks: list, stimulus_id: str, **kwargs
+    ) -> None:
+        """Bind new read tasks to their dataset's site before they are transitioned.
+
+        Runs before the scheduler transitions the new tasks, so restrictions set here
+        decide their first placement.
+        """
+        self.scheduler = scheduler
+        reads: dict[str, int] = defaultdict(int)
+        for key in tasks:
+            ts = scheduler.tasks.get(key)
+            if ts is None or ts.run_spec is None or ts.state != "released":
+                continue
+            refs = sorted(set(datasets_read(ts.run_spec)))
+            if refs:
+                site = refs[0].split("/", 1)[0]
+                # A task reading datasets of two sites cannot run anywhere; it goes to
+                # the first, where read_chunk names the dataset it cannot read.
+                self.parked[key] = (site, dataset_label(refs[0]))
+                ts.resource_restrictions = {HOLD: 1}
+                ts.loose_restrictions = False
+                reads[site] += 1
+            elif ts.dependencies and all(dts.who_has for dts in ts.dependencies):
+                self.place(ts)
+        if reads:
+            scheduler.log_event(
+                "federation",
+                {"action": "route-graph", "client": client, "reads": dict(reads),
+                 "stimulus_id": stimulus_id},
+            )
+
+    def transition(
+        self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any
+    ) -> None:
+        """Place tasks that just became ready; feed and drain the site queues.
+
+        Runs after each transition, before the recommendations it produced are
+        processed: when a task lands in memory, its newly ready dependents are
+        bound here, before the scheduler picks their worker.
+        """
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        ts = scheduler.tasks.get(key)
+        if finish == "memory" and ts is not None:
+            if start == "processing" and (worker := kwargs.get("worker")):
+                ws = scheduler.workers.get(worker)
+                site = self.state.site_of_worker(ws) if ws else self.state.worker_site.get(worker)
+                if site:
+                    self.state.tasks_done[site] += 1
+            for dts in ts.dependents:
+                if dts.state == "waiting" and not dts.waiting_on and dts.key not in self.parked:
+                    self.place(dts)
+        if finish == "no-worker" and key in self.parked and ts is not None:
+            site, _ = self.parked[key]
+            heapq.heappush(self.queues[site], (ts.priority, key))
+            self._schedule_admit()
+        elif start in ("processing", "memory"):
+            # a slot or memory freed up somewhere
+            self._schedule_admit()
+        if finish == "forgotten":
+            self.parked.pop(key, None)
+
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        """A new worker may open slots at its site."""
+        self._schedule_admit()
+
+    # -- placement -----------------------------------------------------------------------
+
+    def place(self, ts: TaskState) -> None:
+        """Bind a ready task to the site holding most of its input bytes."""
+        by_site: dict[str, int] = defaultdict(int)
+        for dts in ts.dependencies:
+            size = max(dts.nbytes, 0) + 1  # empty results still vote
+            for site in {self.state.site_of_worker(ws) for ws in dts.who_has or ()}:
+                if site:
+                    by_site[site] += size
+        if not by_site:
+            return
+        # most bytes wins; ties go to the alphabetically first site, so that placement
+        # is deterministic
+        site = min(by_site, key=lambda s: (-by_site[s], s))
+        restrictions = {
+            r: v for r, v in (ts.resource_restrictions or {}).items()
+            if not r.startswith(SITE_PREFIX)
+        }
+        restrictions[site_label(site)] = 1
+        ts.resource_restrictions = restrictions
+        ts.loose_restrictions = False
+
+    # -- the site queue ------------------------------------------------------------------
+
+    def _schedule_admit(self) -> None:
+        # Transitions may not be started from inside a transition hook; admit on the
+        # next tick of the event loop, once for any number of triggers.
+        if self._admit_scheduled or not any(self.queues.values()) or self.scheduler is None:
+            return
+        self._admit_scheduled = True
+        self.scheduler.loop.add_callback(self._admit)
+
+    def _slots(self, site: str) -> int:
+        workers = [ws for ws in self.state.workers_of(site) if ws.status == Status.running]
+        if not workers:
+            return 0  # site down: its reads wait
+        processing = sum(len(ws.processing) - len(ws.long_running) for ws in workers)
+        slots = max(math.ceil(self.saturation * sum(ws.nthreads for ws in workers)), 1)
+        slots -= processing
+        limit = sum(ws.memory_limit or 0 for ws in workers)
+        if limit and sum(ws.memory.process for ws in workers) > self.memory_fraction * limit:
+            slots = 0
+        if processing == 0:
+            slots = max(slots, 1)  # never stall a computation
+        return slots
+
+    def _admit(self) -> None:
+        self._admit_scheduled = False
+        scheduler = self.scheduler
+        assert scheduler is not None
+        recommendations: dict[Any, str] = {}
+        for site, queue in self.queues.items():
+            slots = self._slots(site) if queue else 0
+            while queue and slots > 0:
+                _, key = heapq.heappop(queue)
+                ts = scheduler.tasks.get(key)
+                target = self.parked.get(key)
+                if ts is None or target is None or ts.state != "no-worker":
+                    continue  # released or forgotten while parked
+                del self.parked[key]
+                ts.resource_restrictions = {target[1]: 1}
+                recommendations[key] = "processing"
+                slots -= 1
+        if recommendations:
+            scheduler.transitions(recommendations, stimulus_id=f"federation-admit-{time()}")

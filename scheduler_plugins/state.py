@@ -1,0 +1,166 @@
+"""The hub's knowledge of the federation, kept in one place.
+
+The plugins (:mod:`.catalog`, :mod:`.routing`, :mod:`.traffic`) share one
+:class:`FederationState`: which sites are registered, their catalogs, which worker
+belongs to which site, and how many tasks ran where.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from federation.catalog import DatasetInfo
+from federation.errors import SiteNameTaken, UnknownDatasetError
+from federation.labels import site_of
+
+if TYPE_CHECKING:
+    from distributed.scheduler import Scheduler, WorkerState
+
+#: A site process heartbeats every few seconds; after this long without one its
+#: registration lapses and the name becomes free again.
+SESSION_EXPIRY = 15.0
+
+
+@dataclass
+class SiteRecord:
+    """A registered site: its catalog and the site processes (sessions) serving it."""
+
+    name: str
+    catalog: dict[str, DatasetInfo]
+    #: session id -> (peer address, monotonic time of last heartbeat)
+    sessions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    registered: float = field(default_factory=time.time)
+
+    def alive(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return any(now - seen < SESSION_EXPIRY for _, seen in self.sessions.values())
+
+
+class FederationState:
+    """Sites, catalogs and per-site counters of one hub."""
+
+    def __init__(self, scheduler: Scheduler):
+        self.scheduler = scheduler
+        self.sites: dict[str, SiteRecord] = {}
+        #: every worker address ever seen -> site, so traffic from departed workers
+        #: can still be attributed
+        self.worker_site: dict[str, str] = {}
+        self.tasks_done: Counter[str] = Counter()
+
+    # -- sites ---------------------------------------------------------------------------
+
+    def register(
+        self,
+        site: str,
+        session: str,
+        peer: str,
+        datasets: list[DatasetInfo],
+        join: bool = False,
+    ) -> SiteRecord:
+        """Record a site process; refuse a name another live site already uses."""
+        now = time.monotonic()
+        record = self.sites.get(site)
+        catalog = {d.name: d for d in datasets}
+        if record is not None and record.alive(now) and session not in record.sessions:
+            if not join:
+                others = ", ".join(addr for addr, _ in record.sessions.values())
+                raise SiteNameTaken(
+                    f"site name {site!r} is already registered with this hub (by {others}). "
+                    f"Choose another 'site:' name, stop the other site, or — to add workers "
+                    f"to the running site — start this one with --join"
+                )
+            ours = {n: d.version for n, d in catalog.items()}
+            theirs = {n: d.version for n, d in record.catalog.items()}
+            if ours != theirs:
+                raise SiteNameTaken(
+                    f"cannot --join site {site!r}: its datasets differ from the running "
+                    f"site's ({sorted(theirs)} vs {sorted(ours)}); use the same configuration"
+                )
+        if record is None or not record.alive(now):
+            record = self.sites[site] = SiteRecord(name=site, catalog=catalog)
+        elif not join:
+            record.catalog = catalog  # a re-announcing site may have new data
+        record.sessions[session] = (peer, now)
+        return record
+
+    def heartbeat(self, site: str, session: str) -> bool:
+        record = self.sites.get(site)
+        if record is None or session not in record.sessions:
+            return False
+        record.sessions[session] = (record.sessions[session][0], time.monotonic())
+        return True
+
+    def unregister(self, site: str, session: str) -> None:
+        record = self.sites.get(site)
+        if record is not None:
+            record.sessions.pop(session, None)
+
+    # -- workers -------------------------------------------------------------------------
+
+    def site_of_worker(self, ws: WorkerState) -> str | None:
+        site = site_of(ws.resources)
+        if site is not None:
+            self.worker_site[ws.address] = site
+        return site
+
+    def workers_of(self, site: str) -> list[WorkerState]:
+        return [ws for ws in self.scheduler.workers.values() if site_of(ws.resources) == site]
+
+    # -- catalog -------------------------------------------------------------------------
+
+    def datasets(self) -> dict[str, DatasetInfo]:
+        """Every dataset of every registered site, by ``site/name``."""
+        return {
+            info.ref: info
+            for record in self.sites.values()
+            if record.alive()
+            for info in record.catalog.values()
+        }
+
+    def dataset(self, name: str) -> DatasetInfo:
+        """Resolve ``site/name`` (or a bare name held by exactly one site)."""
+        known = self.datasets()
+        if name in known:
+            return known[name]
+        if "/" not in name:
+            matches = [ref for ref in known if ref.split("/", 1)[1] == name]
+            if len(matches) == 1:
+                return known[matches[0]]
+            if len(matches) > 1:
+                raise UnknownDatasetError(
+                    f"dataset name {name!r} is held by several sites: {sorted(matches)}; "
+                    "say which one as 'site/name'"
+                )
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        listing = ", ".join(sorted(known)) or "none — no site has registered yet"
+        raise UnknownDatasetError(f"unknown dataset {name!r}.{hint} Available: {listing}")
+
+    def sites_info(self) -> dict[str, dict[str, Any]]:
+        """What ``fed.sites()`` shows: one entry per registered or worker-backed site."""
+        names = set(self.sites) | {
+            s for ws in self.scheduler.workers.values() if (s := site_of(ws.resources))
+        }
+        out = {}
+        for name in sorted(names):
+            record = self.sites.get(name)
+            workers = self.workers_of(name)
+            alive = record is not None and record.alive()
+            status = "connected" if workers else "no workers"
+            if record is not None and not alive:
+                status = "offline"
+            out[name] = {
+                "status": status,
+                "workers": [ws.name for ws in workers],
+                "nthreads": sum(ws.nthreads for ws in workers),
+                "memory_limit": sum(ws.memory_limit or 0 for ws in workers),
+                "memory_used": sum(ws.memory.process for ws in workers),
+                "datasets": sorted(record.catalog) if record else [],
+                "tasks_done": self.tasks_done[name],
+                "registered": record.registered if record else None,
+            }
+        return out
