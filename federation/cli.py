@@ -47,7 +47,12 @@ def hub(host: str | None, port: int, dashboard_address: str, preload: tuple[str,
     "--join", is_flag=True,
     help="Add workers to a site of this name that is already running (same config)",
 )
-def site(config: str, hub_address: str | None, workers: int | None, join: bool) -> None:
+@click.option(
+    "--timeout", default=30.0, show_default=True, help="Seconds to keep trying to reach the hub"
+)
+def site(
+    config: str, hub_address: str | None, workers: int | None, join: bool, timeout: float
+) -> None:
     """Run a site: register CONFIG's datasets with the hub and start its workers."""
     from .serve import run_site
 
@@ -59,7 +64,7 @@ def site(config: str, hub_address: str | None, workers: int | None, join: bool) 
         address = hub_address or cfg.hub
         if not address:
             raise ConfigError(f"{config}: no hub address; add 'hub: tcp://HOST:8786' or pass --hub")
-        asyncio.run(run_site(cfg, address, join=join))
+        asyncio.run(run_site(cfg, address, join=join, timeout=timeout))
     except (ConfigError, FederationError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -43,6 +43,7 @@ class Federation:
         ]
         frame = pd.DataFrame(rows, columns=columns)
         frame["shape"] = frame["shape"].map(tuple)
+        frame["variables"] = frame["variables"].map(list)
         return frame
 
     def info(self, name: str) -> DatasetInfo:
@@ -69,7 +70,11 @@ class Federation:
 
     def sites(self) -> dict[str, dict[str, Any]]:
         """Site name → workers, threads, memory, datasets, status and tasks run."""
-        return self._call("federation_sites")
+        # msgpack delivers sequences as tuples
+        return {
+            site: {k: list(v) if isinstance(v, tuple) else v for k, v in info.items()}
+            for site, info in self._call("federation_sites").items()
+        }
 
     def traffic(self) -> TrafficRecord:
         """Measure bytes that cross site borders during a ``with`` block.

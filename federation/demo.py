@@ -33,7 +33,8 @@ CHUNK_DAYS = 30
 
 def grid(size: str | int) -> xr.Dataset:
     """The shared grid for ``size`` bytes per variable (at least one chunk of days)."""
-    ndays = max(CHUNK_DAYS, int(parse_bytes(size) if isinstance(size, str) else size) // STEP_BYTES)
+    nbytes = parse_bytes(size) if isinstance(size, str) else size
+    ndays = max(1, int(nbytes) // STEP_BYTES)
     return xr.Dataset(
         coords={
             "time": pd.date_range("2000-01-01", periods=ndays, freq="D"),
@@ -53,7 +54,7 @@ def _land(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return land
 
 
-def _field(kind: str, g: xr.Dataset) -> da.Array:
+def _field(kind: str, g: xr.Dataset, chunk_days: int) -> da.Array:
     t = np.arange(g.sizes["time"])
     lat, lon = g.lat.values, g.lon.values
     land = _land(lat, lon)
@@ -79,7 +80,7 @@ def _field(kind: str, g: xr.Dataset) -> da.Array:
         return x.astype("f4")
 
     shape = (g.sizes["time"], NLAT, NLON)
-    chunks = (CHUNK_DAYS, NLAT, NLON)
+    chunks = (chunk_days, NLAT, NLON)
     return da.map_blocks(block, chunks=da.core.normalize_chunks(chunks, shape), dtype="f4")
 
 
@@ -91,25 +92,25 @@ VARIABLES = {
 }
 
 
-def make_dataset(kind: str, size: str | int) -> xr.Dataset:
+def make_dataset(kind: str, size: str | int, chunk_days: int = CHUNK_DAYS) -> xr.Dataset:
     g = grid(size)
     standard_name, units, description = VARIABLES[kind]
     ds = g.assign(
-        {kind: (("time", "lat", "lon"), _field(kind, g),
+        {kind: (("time", "lat", "lon"), _field(kind, g, chunk_days),
                 {"standard_name": standard_name, "units": units})}
     )
     ds.attrs = {"title": description, "source": "dask-federation demo generator"}
     return ds
 
 
-def write_dataset(kind: str, path: Path, size: str | int) -> Path:
+def write_dataset(kind: str, path: Path, size: str | int, chunk_days: int = CHUNK_DAYS) -> Path:
     """Write a generated dataset as zarr (``*.zarr``) or netCDF (anything else)."""
-    ds = make_dataset(kind, size)
+    ds = make_dataset(kind, size, chunk_days)
     with dask.config.set(scheduler="threads"):
         if path.suffix == ".zarr":
-            ds.to_zarr(path, mode="w", consolidated=False, zarr_format=3)
+            ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False)
         else:
-            ds.to_netcdf(path, encoding={kind: {"chunksizes": (CHUNK_DAYS, NLAT, NLON)}})
+            ds.to_netcdf(path, encoding={kind: {"chunksizes": (chunk_days, NLAT, NLON)}})
     return path
 
 

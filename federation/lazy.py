@@ -70,6 +70,4 @@ def build_dataset(info: DatasetInfo, chunks: Chunks = None) -> xr.Dataset:
         data = var.array() if var.values is not None else lazy_variable(info, var, chunks)
         variable = xr.Variable(var.dims, data, attrs=var.attrs)
         (coords if var.is_coord else data_vars)[var.name] = variable
-    ds = xr.Dataset(data_vars, coords=coords, attrs=info.attrs)
-    ds.attrs.setdefault("federation_dataset", info.ref)
-    return ds
+    return xr.Dataset(data_vars, coords=coords, attrs=info.attrs)

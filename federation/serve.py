@@ -44,9 +44,9 @@ async def run_hub(
     await _until_signal(scheduler.finished(), lambda: scheduler.close(reason="signal"))
 
 
-async def run_site(cfg: SiteConfig, hub: str, join: bool = False) -> None:
+async def run_site(cfg: SiteConfig, hub: str, join: bool = False, timeout: float = 30) -> None:
     """A site (registration + workers), until SIGINT/SIGTERM or its workers are gone."""
-    site = Site(cfg, hub=hub, join=join)
+    site = Site(cfg, hub=hub, join=join, timeout=timeout)
     try:
         await site.start()
     except BaseException:

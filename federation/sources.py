@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -50,7 +51,10 @@ class ZarrSource(Source):
     engine: ClassVar[str] = "zarr"
 
     def open(self) -> xr.Dataset:
-        return xr.open_zarr(self.path, chunks=None)
+        with warnings.catch_warnings():
+            # stores without consolidated metadata are normal for zarr v3
+            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
+            return xr.open_zarr(self.path, chunks=None)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import dask
 from dask._task_spec import DataNode, Task
 from distributed import SchedulerPlugin
 from distributed.core import Status
+from tornado.ioloop import PeriodicCallback
 
 from federation.labels import SITE_PREFIX, dataset_label, site_label
 from federation.read import read_chunk
@@ -101,8 +102,17 @@ class RoutingPlugin(SchedulerPlugin):
         self.scheduler: Scheduler | None = None
 
     async def start(self, scheduler: Scheduler) -> None:
-        """Keep a reference; the hooks below are called with the scheduler too."""
+        """Keep a reference and poll the site queues.
+
+        Admission is driven by transitions and new workers, but a worker only becomes
+        usable when its status turns ``running``, which plugins are not told about;
+        the poll catches that and any other missed wake-up.
+        """
         self.scheduler = scheduler
+        poll = PeriodicCallback(self._schedule_admit, 200)
+        scheduler.periodic_callbacks["federation-site-queue"] = poll
+        if scheduler.status == Status.running:
+            poll.start()
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -126,11 +136,16 @@ class RoutingPlugin(SchedulerPlugin):
                 # A task reading datasets of two sites cannot run anywhere; it goes to
                 # the first, where read_chunk names the dataset it cannot read.
                 self.parked[key] = (site, dataset_label(refs[0]))
+                # where data is read is the federation's decision, not the user's
+                ts.worker_restrictions = ts.host_restrictions = None
                 ts.resource_restrictions = {HOLD: 1}
                 ts.loose_restrictions = False
                 reads[site] += 1
             elif ts.dependencies and all(dts.who_has for dts in ts.dependencies):
                 self.place(ts)
+        self.place_free_roots(
+            [ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"]
+        )
         if reads:
             scheduler.log_event(
                 "federation",
@@ -196,6 +211,41 @@ class RoutingPlugin(SchedulerPlugin):
         restrictions[site_label(site)] = 1
         ts.resource_restrictions = restrictions
         ts.loose_restrictions = False
+
+    def place_free_roots(self, new: list[TaskState]) -> None:
+        """Send tasks without inputs (e.g. coordinates xarray embeds in a graph) to the
+        site their dependents will most likely run at, instead of to any worker.
+
+        Each new task's likely site is the majority of its inputs' sites, walking the
+        graph in dask's order (inputs before the tasks that use them); a free root
+        then follows the majority of its dependents.
+        """
+        likely: dict[Any, str | None] = {}
+        free = []
+        for ts in sorted(new, key=lambda ts: ts.priority):
+            if ts.key in self.parked:
+                likely[ts.key] = self.parked[ts.key][0]
+                continue
+            if not ts.dependencies:
+                if not ts.resource_restrictions:
+                    free.append(ts)
+                continue
+            votes: dict[str, int] = defaultdict(int)
+            for dts in ts.dependencies:
+                if site := likely.get(dts.key):
+                    votes[site] += 1
+                for ws in dts.who_has or ():
+                    if site := self.state.site_of_worker(ws):
+                        votes[site] += 1
+            likely[ts.key] = min(votes, key=lambda s: (-votes[s], s)) if votes else None
+        for ts in free:
+            votes = defaultdict(int)
+            for dependent in ts.dependents:
+                if site := likely.get(dependent.key):
+                    votes[site] += 1
+            if votes:
+                ts.resource_restrictions = {site_label(min(votes, key=lambda s: (-votes[s], s))): 1}
+                ts.loose_restrictions = False
 
     # -- the site queue ------------------------------------------------------------------
 

@@ -64,3 +64,17 @@ app.kubernetes.io/component: hub
 {}
 {{- end }}
 {{- end }}
+
+{{/* An emptyDir source as JSON: only the non-empty sizeLimit/medium settings. */}}
+{{- define "hub.emptyDir" -}}
+{{- $e := dict }}
+{{- with .sizeLimit }}{{ $_ := set $e "sizeLimit" (toString .) }}{{ end }}
+{{- with .medium }}{{ $_ := set $e "medium" . }}{{ end }}
+{{- toJson $e }}
+{{- end }}
+
+{{/* HTTP path of distributed's health route, under the dashboard prefix if any. */}}
+{{- define "hub.healthPath" -}}
+{{- $prefix := .Values.hub.dashboardPrefix | default "" | trimAll "/" }}
+{{- if $prefix }}{{ printf "/%s/health" $prefix }}{{ else }}/health{{ end }}
+{{- end }}

@@ -32,7 +32,6 @@ helm.sh/chart: {{ include "site.chart" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: dask-federation
-dask-federation/site: {{ include "site.siteName" . | quote }}
 {{- end }}
 
 {{- define "site.selectorLabels" -}}
@@ -121,4 +120,12 @@ Units: KiB MiB GiB TiB (1024-based) and kB KB MB GB TB (1000-based), as Dask rea
 {{- $_ := set $cfg "local_directory" . }}
 {{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/* An emptyDir source as JSON: only the non-empty sizeLimit/medium settings. */}}
+{{- define "site.emptyDir" -}}
+{{- $e := dict }}
+{{- with .sizeLimit }}{{ $_ := set $e "sizeLimit" (toString .) }}{{ end }}
+{{- with .medium }}{{ $_ := set $e "medium" . }}{{ end }}
+{{- toJson $e }}
 {{- end }}
