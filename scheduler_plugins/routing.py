@@ -34,7 +34,7 @@ from distributed import SchedulerPlugin
 from distributed.core import Status
 from tornado.ioloop import PeriodicCallback
 
-from federation.labels import SITE_PREFIX, dataset_label, site_label
+from federation.labels import DATASET_PREFIX, SITE_PREFIX, dataset_label, site_label
 from federation.read import read_chunk
 
 from .state import FederationState
@@ -64,6 +64,16 @@ def datasets_read(node: Any) -> Iterator[str]:
             yield from datasets_read(value)
 
 
+def _label_site(restrictions: dict[str, float] | None) -> str | None:
+    """The site a task is already bound to by a site or dataset label."""
+    for label in restrictions or ():
+        if label.startswith(SITE_PREFIX):
+            return label[len(SITE_PREFIX):]
+        if label.startswith(DATASET_PREFIX):
+            return label[len(DATASET_PREFIX):].split("/", 1)[0]
+    return None
+
+
 class RoutingPlugin(SchedulerPlugin):
     """Binds tasks to sites and meters reads into each site.
 
@@ -78,6 +88,11 @@ class RoutingPlugin(SchedulerPlugin):
         Stop admitting reads into a site while its workers' process memory exceeds
         this fraction of their combined memory limit (one task is always admitted
         when nothing runs at the site, so a computation cannot stall).
+        Default: ``federation.site-queue.memory-fraction`` in dask config, else 0.6.
+    site_queue:
+        Meter reads into sites (default: ``federation.site-queue.enabled``, else on).
+        Off, reads are sent to their site at once, like plain restricted tasks; only
+        useful to measure what the queue is for.
     """
 
     name = "federation-routing"
@@ -86,14 +101,20 @@ class RoutingPlugin(SchedulerPlugin):
         self,
         state: FederationState,
         saturation: float | None = None,
-        memory_fraction: float = 0.6,
+        memory_fraction: float | None = None,
+        site_queue: bool | None = None,
     ):
         self.state = state
         if saturation is None:
             saturation = dask.config.get("distributed.scheduler.worker-saturation")
             saturation = 1.1 if math.isinf(saturation) else saturation
         self.saturation = saturation
-        self.memory_fraction = memory_fraction
+        if memory_fraction is None:
+            memory_fraction = dask.config.get("federation.site-queue.memory-fraction", 0.6)
+        self.memory_fraction = float(memory_fraction)
+        if site_queue is None:
+            site_queue = dask.config.get("federation.site-queue.enabled", True)
+        self.site_queue = bool(site_queue)
         #: key -> (site, label) for parked reads, until admitted or forgotten
         self.parked: dict[Any, tuple[str, str]] = {}
         #: site -> heap of (priority, key) of parked reads waiting in ``no-worker``
@@ -135,11 +156,14 @@ class RoutingPlugin(SchedulerPlugin):
                 site = refs[0].split("/", 1)[0]
                 # A task reading datasets of two sites cannot run anywhere; it goes to
                 # the first, where read_chunk names the dataset it cannot read.
-                self.parked[key] = (site, dataset_label(refs[0]))
                 # where data is read is the federation's decision, not the user's
                 ts.worker_restrictions = ts.host_restrictions = None
-                ts.resource_restrictions = {HOLD: 1}
                 ts.loose_restrictions = False
+                if self.site_queue:
+                    self.parked[key] = (site, dataset_label(refs[0]))
+                    ts.resource_restrictions = {HOLD: 1}
+                else:
+                    ts.resource_restrictions = {dataset_label(refs[0]): 1}
                 reads[site] += 1
             elif ts.dependencies and all(dts.who_has for dts in ts.dependencies):
                 self.place(ts)
@@ -225,6 +249,9 @@ class RoutingPlugin(SchedulerPlugin):
         for ts in sorted(new, key=lambda ts: ts.priority):
             if ts.key in self.parked:
                 likely[ts.key] = self.parked[ts.key][0]
+                continue
+            if site := _label_site(ts.resource_restrictions):
+                likely[ts.key] = site
                 continue
             if not ts.dependencies:
                 if not ts.resource_restrictions:
