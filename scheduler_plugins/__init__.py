@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .boundary import BoundaryPlugin
 from .catalog import CatalogPlugin
 from .routing import RoutingPlugin
 from .state import FederationState
@@ -19,7 +20,10 @@ from .traffic import TrafficPlugin
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
-__all__ = ["CatalogPlugin", "FederationState", "RoutingPlugin", "TrafficPlugin", "install"]
+__all__ = [
+    "BoundaryPlugin", "CatalogPlugin", "FederationState", "RoutingPlugin", "TrafficPlugin",
+    "install",
+]
 
 
 def install(scheduler: Scheduler) -> FederationState:
@@ -28,7 +32,9 @@ def install(scheduler: Scheduler) -> FederationState:
     if existing is not None:  # idempotent: preloaded twice
         return existing.state
     state = FederationState(scheduler)
-    for plugin in (CatalogPlugin(state), RoutingPlugin(state), TrafficPlugin(state)):
+    for plugin in (
+        CatalogPlugin(state), RoutingPlugin(state), TrafficPlugin(state), BoundaryPlugin(state)
+    ):
         scheduler.add_plugin(plugin)
     return state
 

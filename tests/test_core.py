@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from distributed import get_task_stream
+from distributed import get_task_stream, wait
 
 from federation import UnknownDatasetError
 from federation.read import DatasetNotHere, read_chunk
@@ -143,3 +143,21 @@ def test_sites_report(fed):
     assert len(awi["workers"]) == 2 and awi["nthreads"] == 4
     assert awi["datasets"] == ["sst"]
     assert awi["memory_limit"] == 2 * 2**30
+
+
+def test_rebalance_and_replicate_stay_inside_the_site(fed):
+    sst = fed.open_dataset("awi/sst").sst.data
+    chunks = fed.client.persist(sst.to_delayed().ravel().tolist())  # raw chunks, at awi
+    wait(chunks)
+    sites = worker_sites(fed)
+
+    def holder_sites():
+        return {sites[w] for ws in fed.client.who_has(chunks).values() for w in ws}
+
+    assert holder_sites() == {"awi"}
+    fed.client.rebalance(chunks)  # plain Dask would spread them over idle sites
+    assert holder_sites() == {"awi"}
+    fed.client.replicate(chunks, n=4)
+    assert holder_sites() == {"awi"}
+    assert all(len(ws) == 2 for ws in fed.client.who_has(chunks).values())
+    fed.client.cancel(chunks)
