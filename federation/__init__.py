@@ -9,15 +9,30 @@ Examples
 
 from __future__ import annotations
 
-from .client import Federation, connect
-from .errors import FederationError, HubUnavailable, SiteNameTaken, UnknownDatasetError
+from .client import Federation, connect, worker_federation
+from .errors import (
+    ArgumentError,
+    FederationError,
+    HubUnavailable,
+    MethodError,
+    ResultError,
+    SiteNameTaken,
+    UnknownDatasetError,
+    UnknownMethodError,
+)
+from .version import __version__
 
 __all__ = [
+    "ArgumentError",
     "Federation",
     "FederationError",
     "HubUnavailable",
+    "MethodError",
+    "ResultError",
     "SiteNameTaken",
     "UnknownDatasetError",
+    "UnknownMethodError",
+    "__version__",
     "connect",
+    "worker_federation",
 ]
-__version__ = "0.1.0"

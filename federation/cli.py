@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 import click
@@ -64,7 +65,8 @@ def site(
         address = hub_address or cfg.hub
         if not address:
             raise ConfigError(f"{config}: no hub address; add 'hub: tcp://HOST:8786' or pass --hub")
-        asyncio.run(run_site(cfg, address, join=join, timeout=timeout))
+        config_dir = os.path.dirname(os.path.abspath(config))
+        asyncio.run(run_site(cfg, address, join=join, timeout=timeout, config_dir=config_dir))
     except (ConfigError, FederationError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

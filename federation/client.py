@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any
 
+import dask
 import pandas as pd
 import xarray as xr
-from distributed import Client
+from dask.delayed import Delayed
+from distributed import Client, Future, worker_client
 
 from .catalog import DatasetInfo
+from .errors import ResultError
+from .graph import graph_uses
 from .lazy import Chunks, build_dataset
+from .methods import MethodInfo, bind_arguments, run_method
+from .read import RESULTS
+from .results import check_name, write_result
 from .traffic import TrafficRecord
+from .version import __version__
+
+
+def _lists(obj: Any) -> Any:
+    """msgpack delivers sequences as tuples; users expect the JSON shapes."""
+    if isinstance(obj, (list, tuple)):
+        return [_lists(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    return obj
 
 
 class Federation:
@@ -68,13 +90,116 @@ class Federation:
         """
         return build_dataset(self.info(name), chunks)
 
+    # -- shared methods and workflows -----------------------------------------------------
+
+    def methods(self) -> pd.DataFrame:
+        """Every shared method and workflow: method ("site/name"), site, kind, signature,
+        summary."""
+        infos = [MethodInfo.from_wire(m) for m in self._call("federation_methods")]
+        return pd.DataFrame(
+            [
+                {"method": m.ref, "site": m.site, "kind": m.kind, "signature": m.signature,
+                 "summary": m.summary}
+                for m in infos
+            ],
+            columns=["method", "site", "kind", "signature", "summary"],
+        )
+
+    def describe(self, name: str) -> MethodInfo:
+        """The full description of a shared method: signature, docstring, JSON schemas."""
+        return MethodInfo.from_wire(self._call("federation_method", name=name))
+
+    def method(self, name: str) -> Callable[..., Delayed]:
+        """A local stand-in for a shared method, with the remote signature and docstring.
+
+        Calling it validates the arguments here and returns a lazy
+        :class:`dask.delayed.Delayed`; computing it runs the method at its site.
+        Arguments may be lazy (federated datasets, dask collections): they are computed
+        where their data live and handed to the method as values.
+
+        Examples
+        --------
+        >>> regrid = fed.method("awi/regrid")                         # doctest: +SKIP
+        >>> help(regrid)                                              # doctest: +SKIP
+        >>> out = regrid(ds, grid="1deg").compute()                   # doctest: +SKIP
+        """
+        info = self.describe(name)
+
+        def proxy(*args: Any, **kwargs: Any) -> Delayed:
+            bind_arguments(info, args, kwargs)
+            return dask.delayed(run_method, pure=False)(info.ref, *args, **kwargs)
+
+        proxy.__name__ = proxy.__qualname__ = info.name
+        proxy.__module__ = f"federation.sites.{info.site}"
+        proxy.__signature__ = info.python_signature()  # type: ignore[attr-defined]
+        proxy.__doc__ = (
+            f"{info.doc}\n\n[{info.kind} shared by site {info.site!r}; runs there. "
+            f"Returns a lazy dask Delayed.]"
+        )
+        return proxy
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Future:
+        """Run a shared method now; returns a :class:`distributed.Future`.
+
+        Use ``distributed.progress(future)`` to watch it and ``future.result()`` for the
+        value. A method that raises shows its remote traceback, naming site and method.
+        """
+        return self.client.compute(self.method(name)(*args, **kwargs))
+
+    # -- results ----------------------------------------------------------------------------
+
+    def publish_result(
+        self, name: str, obj: Any, site: str | None = None, overwrite: bool = False
+    ) -> str:
+        """Store an xarray object at a site as result ``site/results/<name>``.
+
+        ``obj`` may be lazy; it is computed where its data are and written to the
+        site's ``results_dir`` (default site: the one where most of it is computed),
+        with provenance: who published it, when, from which datasets and methods.
+        Returns the result's reference for :meth:`open_dataset` and :meth:`provenance`.
+        """
+        check_name(name)
+        uses = graph_uses(obj)
+        if site is None:
+            if not uses["sites"]:
+                raise ResultError(
+                    "this object is not computed from federated data; say where to store "
+                    "it with site=..."
+                )
+            site = max(uses["sites"], key=lambda s: (uses["sites"][s], s))
+        info = self.sites().get(site)
+        if info is None:
+            raise ResultError(f"unknown site {site!r}; sites: {sorted(self.sites())}")
+        if not info["accepts_results"]:
+            raise ResultError(
+                f"site {site!r} does not store results: its configuration has no "
+                "'results_dir:'; choose another site with site=..."
+            )
+        provenance = {
+            "result": f"{site}/{RESULTS}{name}",
+            "published_by": f"{getpass.getuser()}@{socket.gethostname()}",
+            "client": self.client.id,
+            "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "datasets": [
+                {"dataset": ref, "version": self.info(ref).version} for ref in uses["datasets"]
+            ],
+            "methods": [
+                {"method": ref, "version": self.describe(ref).version} for ref in uses["methods"]
+            ],
+            "dask_federation": __version__,
+        }
+        ref = provenance["result"]
+        task = dask.delayed(write_result, pure=False)(ref, obj, provenance, overwrite)
+        self.client.compute(task).result()
+        return ref
+
+    def provenance(self, name: str) -> dict[str, Any]:
+        """Who published a result, when, and from which datasets and methods."""
+        return _lists(self._call("federation_provenance", name=name))
+
     def sites(self) -> dict[str, dict[str, Any]]:
         """Site name → workers, threads, memory, datasets, status and tasks run."""
-        # msgpack delivers sequences as tuples
-        return {
-            site: {k: list(v) if isinstance(v, tuple) else v for k, v in info.items()}
-            for site, info in self._call("federation_sites").items()
-        }
+        return _lists(self._call("federation_sites"))
 
     def traffic(self) -> TrafficRecord:
         """Measure bytes that cross site borders during a ``with`` block.
@@ -98,6 +223,26 @@ class Federation:
 
     def __repr__(self) -> str:
         return f"<Federation {self.client.scheduler.address}>"
+
+
+@contextmanager
+def worker_federation() -> Iterator[Federation]:
+    """The federation, from inside a task (a shared workflow running at its site).
+
+    Uses distributed's ``worker_client``, so the task leaves the worker's thread pool
+    while the computations it submits run — through the routing plugin, at the sites
+    holding their data.
+
+    Examples
+    --------
+    >>> def sst_chl_corr(sst: str, chl: str) -> float:               # doctest: +SKIP
+    ...     with federation.worker_federation() as fed:
+    ...         a = fed.open_dataset(sst).sst.mean(["lat", "lon"])
+    ...         b = fed.open_dataset(chl).chl.mean(["lat", "lon"])
+    ...         return float(xr.corr(a, b, dim="time").compute())
+    """
+    with worker_client() as client:
+        yield Federation(client)
 
 
 def connect(

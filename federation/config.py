@@ -60,6 +60,15 @@ class SiteConfig(BaseModel):
     memory_limit: str | int = Field(default="auto", description="per worker, e.g. 4GiB")
     local_directory: str | None = Field(default=None, description="scratch/spill directory")
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+    methods: dict[str, str] = Field(
+        default_factory=dict, description="shared methods: name -> module:function"
+    )
+    workflows: dict[str, str] = Field(
+        default_factory=dict, description="shared workflows: name -> module:function"
+    )
+    results_dir: str | None = Field(
+        default=None, description="where published results are stored (zarr)"
+    )
 
     @field_validator("site")
     @classmethod
@@ -68,12 +77,23 @@ class SiteConfig(BaseModel):
             raise ValueError(f"site name {v!r} is not allowed; use {NAME_RULE}")
         return v
 
-    @field_validator("datasets")
+    @field_validator("datasets", "methods", "workflows")
     @classmethod
-    def _dataset_names(cls, v: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
+    def _names(cls, v: dict) -> dict:
         for name in v:
             if not NAME_PATTERN.match(str(name)):
-                raise ValueError(f"dataset name {name!r} is not allowed; use {NAME_RULE}")
+                raise ValueError(f"name {name!r} is not allowed; use {NAME_RULE}")
+        return v
+
+    @field_validator("methods", "workflows")
+    @classmethod
+    def _specs(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, spec in v.items():
+            module, _, func = spec.partition(":")
+            if not module or not func:
+                raise ValueError(
+                    f"{name}: {spec!r} should be 'module:function', e.g. awi_tools.ice:extent"
+                )
         return v
 
 
@@ -142,6 +162,9 @@ def load_site_config(path: str | os.PathLike) -> SiteConfig:
         raise ConfigError(f"cannot read site configuration {path}: {e.strerror}") from None
     cfg = parse_site_config(text, source=str(path))
     base = path.resolve().parent
+    if cfg.results_dir is not None:
+        results = Path(os.path.expanduser(cfg.results_dir))
+        cfg.results_dir = str(results if results.is_absolute() else base / results)
     for name, ds in cfg.datasets.items():
         p = Path(os.path.expanduser(ds.path))
         ds.path = str(p if p.is_absolute() else base / p)

@@ -20,3 +20,22 @@ class SiteNameTaken(FederationError):
 
 class HubUnavailable(FederationError):
     """The hub could not be reached."""
+
+
+class UnknownMethodError(FederationError, LookupError):
+    """A method name no site publishes; the message lists close matches."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ArgumentError(FederationError, ValueError):
+    """Arguments that do not fit a shared method's signature or schema."""
+
+
+class MethodError(FederationError, RuntimeError):
+    """A shared method raised at its site; the message holds the remote traceback."""
+
+
+class ResultError(FederationError):
+    """A result cannot be published (no results_dir at the site, name taken, ...)."""

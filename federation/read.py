@@ -8,6 +8,7 @@ the wrong site fails loudly with :class:`DatasetNotHere`.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
 from typing import Any
@@ -16,13 +17,27 @@ import numpy as np
 import xarray as xr
 from distributed import WorkerPlugin, get_worker
 
-from .sources import Source
+from .methods import register as register_methods
+from .sources import Source, ZarrSource
 
 # One worker process serves one site, so the registry can be process-wide.
 _sources: dict[str, Source] = {}
 _opened: dict[str, xr.Dataset] = {}
 _open_lock = threading.Lock()
 _site: str | None = None
+_results_dir: str | None = None
+
+#: Published results are datasets named ``results/<name>`` (see federation.results).
+RESULTS = "results/"
+
+
+def _source(ref: str) -> Source | None:
+    source = _sources.get(ref)
+    if source is None and _results_dir and ref.startswith(f"{_site}/{RESULTS}"):
+        path = os.path.join(_results_dir, ref.split("/", 2)[2] + ".zarr")
+        if os.path.isdir(path):
+            source = ZarrSource(path)
+    return source
 
 
 class DatasetNotHere(LookupError):
@@ -35,7 +50,7 @@ def _dataset(ref: str) -> xr.Dataset:
         return ds
     with _open_lock:
         if ref not in _opened:
-            source = _sources.get(ref)
+            source = _source(ref)
             if source is None:
                 try:
                     where = get_worker().name
@@ -67,26 +82,43 @@ class SiteWorkerPlugin(WorkerPlugin):
         The site's name.
     sources:
         Plain dataset name to its local :class:`~federation.sources.Source`.
+    methods:
+        Shared methods and workflows: name to ``module:function``.
+    results_dir:
+        Where published results are stored, if the site accepts them.
     """
 
     name = "federation-site"
 
-    def __init__(self, site: str, sources: dict[str, Source]):
+    def __init__(
+        self,
+        site: str,
+        sources: dict[str, Source],
+        methods: dict[str, str] | None = None,
+        results_dir: str | None = None,
+    ):
         self.site = site
         self.sources = sources
+        self.methods = methods or {}
+        self.results_dir = results_dir
         # requester address ("" for the hub/client) -> [wire bytes, in-memory bytes, transfers]
         self.sent: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"site": self.site, "sources": self.sources}
+        return {
+            "site": self.site, "sources": self.sources, "methods": self.methods,
+            "results_dir": self.results_dir,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
 
     def setup(self, worker) -> None:
-        global _site
+        global _site, _results_dir
         _site = self.site
+        _results_dir = self.results_dir
         _sources.update({f"{self.site}/{n}": s for n, s in self.sources.items()})
+        register_methods(self.site, self.methods)
         self._count_outgoing(worker)
         worker.handlers["federation_traffic"] = self.traffic
 

@@ -44,13 +44,18 @@ async def run_hub(
     await _until_signal(scheduler.finished(), lambda: scheduler.close(reason="signal"))
 
 
-async def run_site(cfg: SiteConfig, hub: str, join: bool = False, timeout: float = 30) -> None:
+async def run_site(
+    cfg: SiteConfig,
+    hub: str,
+    join: bool = False,
+    timeout: float = 30,
+    config_dir: str | None = None,
+) -> None:
     """A site (registration + workers), until SIGINT/SIGTERM or its workers are gone."""
-    site = Site(cfg, hub=hub, join=join, timeout=timeout)
+    site = Site(cfg, hub=hub, join=join, timeout=timeout, config_dir=config_dir)
     try:
         await site.start()
     except BaseException:
         await site.close()
         raise
-    finished = asyncio.gather(*(n.finished() for n in site.nannies))
-    await _until_signal(finished, site.close)
+    await _until_signal(site.run(), site.close)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import uuid
 from dataclasses import dataclass, field
 
@@ -20,12 +22,32 @@ from .catalog import DatasetInfo, describe_dataset
 from .config import ConfigError, SiteConfig
 from .errors import HubUnavailable
 from .labels import worker_resources
+from .methods import MethodInfo, describe_function, load_function
 from .read import SiteWorkerPlugin
+from .results import scan_results
 from .sources import source_for
 
 logger = logging.getLogger("federation.site")
 
 HEARTBEAT_INTERVAL = 2.0
+
+
+def scan_methods(cfg: SiteConfig) -> list[MethodInfo]:
+    """Import each shared method and workflow and describe it; an import that fails
+    stops the site with a message naming the key."""
+    infos = []
+    for kind, specs in (("method", cfg.methods), ("workflow", cfg.workflows)):
+        for name, spec in specs.items():
+            try:
+                func = load_function(spec)
+            except Exception as e:
+                raise ConfigError(
+                    f"{kind}s.{name}: cannot import {spec!r}: {type(e).__name__}: {e}. "
+                    "The module must be importable at the site (it may sit next to the "
+                    "config file)"
+                ) from None
+            infos.append(describe_function(cfg.site, name, kind, func))
+    return infos
 
 
 def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
@@ -62,16 +84,41 @@ class Site:
     hub: str
     join: bool = False
     timeout: float = 30.0
+    config_dir: str | None = None
     session: str = field(default_factory=lambda: uuid.uuid4().hex)
     catalog: list[DatasetInfo] = field(default_factory=list)
+    methods: list[MethodInfo] = field(default_factory=list)
     nannies: list[Nanny] = field(default_factory=list)
     _heartbeat: asyncio.Task | None = None
+    _closing: bool = False
 
     async def start(self) -> None:
+        if self.config_dir:
+            # methods may live in modules next to the config file, for the workers too
+            sys.path.insert(0, self.config_dir)
+            paths = [self.config_dir, os.environ.get("PYTHONPATH", "")]
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        if self.cfg.results_dir:
+            try:
+                os.makedirs(self.cfg.results_dir, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(
+                    f"results_dir: cannot create {self.cfg.results_dir!r}: {e.strerror}"
+                ) from None
         self.catalog = await asyncio.to_thread(scan_catalog, self.cfg)
-        await self.register()
+        self.methods = await asyncio.to_thread(scan_methods, self.cfg)
+        await self.register(deadline=self.timeout)
+        await self._start_workers()
+        self._heartbeat = asyncio.create_task(self._beat())
+        logger.info(
+            "Site %s serving %s with %d worker(s) at hub %s",
+            self.cfg.site, [d.name for d in self.catalog], len(self.nannies), self.hub,
+        )
+
+    async def _start_workers(self) -> None:
         sources = {name: source_for(ds) for name, ds in self.cfg.datasets.items()}
         prefix = self.cfg.site if not self.join else f"{self.cfg.site}-{self.session[:6]}"
+        self.nannies = []
         for i in range(self.cfg.workers):
             self.nannies.append(
                 Nanny(
@@ -81,19 +128,38 @@ class Site:
                     memory_limit=self.cfg.memory_limit,
                     resources=worker_resources(self.cfg.site, list(self.cfg.datasets)),
                     local_directory=self.cfg.local_directory,
-                    plugins=(SiteWorkerPlugin(self.cfg.site, sources),),
+                    plugins=(
+                        SiteWorkerPlugin(
+                            self.cfg.site, sources,
+                            methods={**self.cfg.methods, **self.cfg.workflows},
+                            results_dir=self.cfg.results_dir,
+                        ),
+                    ),
                 )
             )
         await asyncio.gather(*self.nannies)
-        self._heartbeat = asyncio.create_task(self._beat())
-        logger.info(
-            "Site %s serving %s with %d worker(s) at hub %s",
-            self.cfg.site, [d.name for d in self.catalog], len(self.nannies), self.hub,
-        )
 
-    async def register(self) -> None:
-        """Announce the site and its catalog; fail with a clear message if refused."""
-        deadline = asyncio.get_running_loop().time() + self.timeout
+    async def run(self) -> None:
+        """Serve until closed. Workers close when the hub goes away; then the site
+        announces itself again (retrying with backoff) and starts new workers."""
+        while not self._closing:
+            await asyncio.gather(*(n.finished() for n in self.nannies))
+            if self._closing:
+                return
+            logger.warning("Site %s lost the hub %s; reconnecting", self.cfg.site, self.hub)
+            await self.register(deadline=None)
+            await self._start_workers()
+            logger.info("Site %s reconnected with %d worker(s)", self.cfg.site, len(self.nannies))
+
+    async def register(self, deadline: float | None = 0.0) -> None:
+        """Announce the site and its catalog; fail with a clear message if refused.
+
+        Retries while the hub is unreachable, for ``deadline`` seconds (``None``:
+        forever, backing off up to 30 s between tries).
+        """
+        loop = asyncio.get_running_loop()
+        give_up = None if deadline is None else loop.time() + deadline
+        delay = 1.0
         while True:
             try:
                 async with rpc(self.hub) as hub:
@@ -101,16 +167,21 @@ class Site:
                         site=self.cfg.site,
                         session=self.session,
                         datasets=[d.to_wire() for d in self.catalog],
+                        methods=[m.to_wire() for m in self.methods],
+                        results=await asyncio.to_thread(scan_results, self.cfg),
+                        accepts_results=self.cfg.results_dir is not None,
                         join=self.join,
                     )
                 return
             except OSError as e:
-                if asyncio.get_running_loop().time() > deadline:
+                if give_up is not None and loop.time() > give_up:
                     raise HubUnavailable(
                         f"cannot reach the hub at {self.hub} ({e}); check 'hub:' in the "
                         "site config or --hub, and that the hub is running"
                     ) from None
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(delay)
+                if give_up is None:
+                    delay = min(delay * 2, 30.0)
 
     async def _beat(self) -> None:
         delay = HEARTBEAT_INTERVAL
@@ -123,13 +194,14 @@ class Site:
                     )
                 if reply["status"] == "unknown":
                     logger.warning("Hub forgot site %s; announcing again", self.cfg.site)
-                    await self.register()
+                    await self.register(deadline=self.timeout)
                 delay = HEARTBEAT_INTERVAL
             except Exception as e:  # keep serving; back off while the hub is away
                 logger.warning("Heartbeat to hub %s failed: %s", self.hub, e)
                 delay = min(delay * 2, 30.0)
 
     async def close(self) -> None:
+        self._closing = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         try:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import SchedulerPlugin
 
 from federation.catalog import DatasetInfo
+from federation.methods import MethodInfo
 
 from .state import FederationState
 
@@ -49,6 +50,10 @@ class CatalogPlugin(SchedulerPlugin):
                 "federation_catalog": self.catalog,
                 "federation_dataset": self.dataset,
                 "federation_sites": self.sites,
+                "federation_methods": self.methods,
+                "federation_method": self.method,
+                "federation_add_result": self.add_result,
+                "federation_provenance": self.provenance,
             }
         )
 
@@ -60,13 +65,26 @@ class CatalogPlugin(SchedulerPlugin):
         )
 
     def register_site(
-        self, comm, site: str, session: str, datasets: list[dict], join: bool = False
+        self,
+        comm,
+        site: str,
+        session: str,
+        datasets: list[dict],
+        methods: list[dict] = (),
+        results: list[dict] = (),
+        accepts_results: bool = False,
+        join: bool = False,
     ) -> dict[str, Any]:
         infos = [DatasetInfo.from_wire(d) for d in datasets]
-        for info in infos:
-            if info.site != site:
-                raise ValueError(f"site {site!r} announced dataset {info.ref!r} of another site")
-        self.state.register(site, session, comm.peer_address, infos, join=join)
+        method_infos = [MethodInfo.from_wire(m) for m in methods]
+        stored = [(DatasetInfo.from_wire(r["info"]), r["provenance"]) for r in results]
+        for ref in [i.ref for i in infos] + [m.ref for m in method_infos]:
+            if not ref.startswith(f"{site}/"):
+                raise ValueError(f"site {site!r} announced {ref!r} of another site")
+        self.state.register(
+            site, session, comm.peer_address, infos, methods=method_infos, results=stored,
+            accepts_results=accepts_results, join=join,
+        )
         self.state.scheduler.log_event(
             "federation",
             {"action": "site-registered", "site": site, "datasets": [i.name for i in infos]},
@@ -90,3 +108,23 @@ class CatalogPlugin(SchedulerPlugin):
 
     def sites(self) -> dict[str, dict[str, Any]]:
         return self.state.sites_info()
+
+    def methods(self) -> list[dict[str, Any]]:
+        return [m.to_wire() for _, m in sorted(self.state.methods().items())]
+
+    def method(self, name: str) -> dict[str, Any]:
+        return self.state.method(name).to_wire()
+
+    def add_result(self, site: str, result: dict, worker: str) -> dict[str, str]:
+        """A site worker stored a result (called from its write task)."""
+        if self.state.worker_site.get(worker) != site:
+            raise PermissionError(f"worker {worker} cannot announce results of site {site!r}")
+        info = DatasetInfo.from_wire(result["info"])
+        self.state.add_result(site, info, result["provenance"])
+        self.state.scheduler.log_event(
+            "federation", {"action": "result-published", "result": info.ref}
+        )
+        return {"status": "OK"}
+
+    def provenance(self, name: str) -> dict[str, Any]:
+        return self.state.provenance(name)

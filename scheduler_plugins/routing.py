@@ -3,8 +3,10 @@
 Three decisions, all expressed as Dask resource restrictions on ``TaskState`` so that
 the scheduler's own placement, work stealing and retries respect them:
 
-1. **Reads.** A task whose run_spec calls :func:`federation.read.read_chunk` (also
-   inside fused subgraphs) may only run on workers labelled ``dataset:<site>/<name>``.
+1. **Site-bound calls.** A task whose run_spec calls :func:`federation.read.read_chunk`
+   (also inside fused subgraphs) may only run on workers labelled
+   ``dataset:<site>/<name>``; one calling a shared method or storing a result only on
+   workers labelled ``site:<site>`` (see :mod:`federation.graph`).
 2. **Downstream tasks.** When a task becomes ready, it is bound to the site holding
    most of its input bytes (``site:<site>``), measured from the real ``nbytes`` of its
    inputs; so per-chunk and per-site reductions stay at the site and only reduced
@@ -24,18 +26,17 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
-from collections.abc import Iterator
 from time import time
 from typing import TYPE_CHECKING, Any
 
 import dask
-from dask._task_spec import DataNode, Task
 from distributed import SchedulerPlugin
 from distributed.core import Status
 from tornado.ioloop import PeriodicCallback
 
+from federation.graph import bindings, site_of_ref
 from federation.labels import DATASET_PREFIX, SITE_PREFIX, dataset_label, site_label
-from federation.read import read_chunk
+from federation.read import RESULTS
 
 from .state import FederationState
 
@@ -44,24 +45,6 @@ if TYPE_CHECKING:
 
 #: A resource no worker advertises: parks a read in ``no-worker`` until admitted.
 HOLD = "federation:held"
-
-
-def datasets_read(node: Any) -> Iterator[str]:
-    """Dataset references (``site/name``) read anywhere inside a task spec."""
-    if isinstance(node, Task):
-        if node.func is read_chunk:
-            yield node.args[0]
-            return
-        for arg in (*node.args, *node.kwargs.values()):
-            yield from datasets_read(arg)
-    elif isinstance(node, DataNode):
-        yield from datasets_read(node.value)
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from datasets_read(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from datasets_read(value)
 
 
 def _label_site(restrictions: dict[str, float] | None) -> str | None:
@@ -115,6 +98,8 @@ class RoutingPlugin(SchedulerPlugin):
         if site_queue is None:
             site_queue = dask.config.get("federation.site-queue.enabled", True)
         self.site_queue = bool(site_queue)
+        #: keys of site-bound tasks (reads, method calls, result writes): never re-placed
+        self.pinned: set[Any] = set()
         #: key -> (site, label) for parked reads, until admitted or forgotten
         self.parked: dict[Any, tuple[str, str]] = {}
         #: site -> heap of (priority, key) of parked reads waiting in ``no-worker``
@@ -151,22 +136,28 @@ class RoutingPlugin(SchedulerPlugin):
             ts = scheduler.tasks.get(key)
             if ts is None or ts.run_spec is None or ts.state != "released":
                 continue
-            refs = sorted(set(datasets_read(ts.run_spec)))
-            if refs:
-                site = refs[0].split("/", 1)[0]
-                # A task reading datasets of two sites cannot run anywhere; it goes to
-                # the first, where read_chunk names the dataset it cannot read.
-                # where data is read is the federation's decision, not the user's
+            bound = sorted(set(bindings(ts.run_spec)))
+            if bound:
+                # A task bound to two sites cannot run anywhere; it goes to the first,
+                # where read_chunk/run_method name what they cannot find.
+                kind, ref = bound[0]
+                site = site_of_ref(ref)
+                # where site-bound work runs is the federation's decision, not the user's
                 ts.worker_restrictions = ts.host_restrictions = None
                 ts.loose_restrictions = False
-                if self.site_queue:
-                    self.parked[key] = (site, dataset_label(refs[0]))
+                self.pinned.add(key)
+                label = site_label(site)
+                if kind == "dataset" and not ref.startswith(f"{site}/{RESULTS}"):
+                    label = dataset_label(ref)  # replicas of a dataset may live elsewhere
+                if kind == "dataset" and self.site_queue:
+                    self.parked[key] = (site, label)
                     ts.resource_restrictions = {HOLD: 1}
                 else:
-                    ts.resource_restrictions = {dataset_label(refs[0]): 1}
-                reads[site] += 1
+                    ts.resource_restrictions = {label: 1}
+                reads[site] += kind == "dataset"
             elif ts.dependencies and all(dts.who_has for dts in ts.dependencies):
-                self.place(ts)
+                if key not in self.pinned:
+                    self.place(ts)
         self.place_free_roots(
             [ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"]
         )
@@ -197,7 +188,7 @@ class RoutingPlugin(SchedulerPlugin):
                 if site:
                     self.state.tasks_done[site] += 1
             for dts in ts.dependents:
-                if dts.state == "waiting" and not dts.waiting_on and dts.key not in self.parked:
+                if dts.state == "waiting" and not dts.waiting_on and dts.key not in self.pinned:
                     self.place(dts)
         if finish == "no-worker" and key in self.parked and ts is not None:
             site, _ = self.parked[key]
@@ -208,6 +199,7 @@ class RoutingPlugin(SchedulerPlugin):
             self._schedule_admit()
         if finish == "forgotten":
             self.parked.pop(key, None)
+            self.pinned.discard(key)
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         """A new worker may open slots at its site."""

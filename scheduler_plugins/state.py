@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from federation.catalog import DatasetInfo
-from federation.errors import SiteNameTaken, UnknownDatasetError
+from federation.errors import SiteNameTaken, UnknownDatasetError, UnknownMethodError
 from federation.labels import site_of
+from federation.methods import MethodInfo
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, WorkerState
@@ -31,6 +32,10 @@ class SiteRecord:
 
     name: str
     catalog: dict[str, DatasetInfo]
+    methods: dict[str, MethodInfo] = field(default_factory=dict)
+    #: result name ("results/x") -> (catalog entry, provenance)
+    results: dict[str, tuple[DatasetInfo, dict[str, Any]]] = field(default_factory=dict)
+    accepts_results: bool = False
     #: session id -> (peer address, monotonic time of last heartbeat)
     sessions: dict[str, tuple[str, float]] = field(default_factory=dict)
     registered: float = field(default_factory=time.time)
@@ -59,6 +64,9 @@ class FederationState:
         session: str,
         peer: str,
         datasets: list[DatasetInfo],
+        methods: list[MethodInfo] = (),
+        results: list[tuple[DatasetInfo, dict[str, Any]]] = (),
+        accepts_results: bool = False,
         join: bool = False,
     ) -> SiteRecord:
         """Record a site process; refuse a name another live site already uses."""
@@ -80,10 +88,16 @@ class FederationState:
                     f"cannot --join site {site!r}: its datasets differ from the running "
                     f"site's ({sorted(theirs)} vs {sorted(ours)}); use the same configuration"
                 )
-        if record is None or not record.alive(now):
-            record = self.sites[site] = SiteRecord(name=site, catalog=catalog)
-        elif not join:
-            record.catalog = catalog  # a re-announcing site may have new data
+        if record is None or not record.alive(now) or not join:
+            # new, lapsed, or re-announcing (after a hub restart, with new data)
+            record = self.sites[site] = SiteRecord(
+                name=site,
+                catalog=catalog,
+                methods={m.name: m for m in methods},
+                results={info.name: (info, prov) for info, prov in results},
+                accepts_results=accepts_results,
+                sessions=record.sessions if record is not None and record.alive(now) else {},
+            )
         record.sessions[session] = (peer, now)
         return record
 
@@ -112,14 +126,42 @@ class FederationState:
 
     # -- catalog -------------------------------------------------------------------------
 
+    def live_sites(self) -> list[SiteRecord]:
+        return [record for record in self.sites.values() if record.alive()]
+
     def datasets(self) -> dict[str, DatasetInfo]:
-        """Every dataset of every registered site, by ``site/name``."""
-        return {
-            info.ref: info
-            for record in self.sites.values()
-            if record.alive()
-            for info in record.catalog.values()
-        }
+        """Every dataset and published result of every live site, by ``site/name``."""
+        out = {}
+        for record in self.live_sites():
+            out.update({info.ref: info for info in record.catalog.values()})
+            out.update({info.ref: info for info, _ in record.results.values()})
+        return out
+
+    def methods(self) -> dict[str, MethodInfo]:
+        """Every shared method and workflow, by ``site/name``."""
+        return {m.ref: m for record in self.live_sites() for m in record.methods.values()}
+
+    def method(self, name: str) -> MethodInfo:
+        known = self.methods()
+        if name in known:
+            return known[name]
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        listing = ", ".join(sorted(known)) or "none — no site shares a method"
+        raise UnknownMethodError(f"unknown method {name!r}.{hint} Available: {listing}")
+
+    def add_result(self, site: str, info: DatasetInfo, provenance: dict[str, Any]) -> None:
+        record = self.sites.get(site)
+        if record is None:
+            raise UnknownDatasetError(f"site {site!r} is not registered")
+        record.results[info.name] = (info, provenance)
+
+    def provenance(self, name: str) -> dict[str, Any]:
+        info = self.dataset(name)
+        record = self.sites[info.site]
+        if info.name not in record.results:
+            raise UnknownDatasetError(f"{info.ref!r} is a dataset, not a published result")
+        return record.results[info.name][1]
 
     def dataset(self, name: str) -> DatasetInfo:
         """Resolve ``site/name`` (or a bare name held by exactly one site)."""
@@ -160,6 +202,9 @@ class FederationState:
                 "memory_limit": sum(ws.memory_limit or 0 for ws in workers),
                 "memory_used": sum(ws.memory.process for ws in workers),
                 "datasets": sorted(record.catalog) if record else [],
+                "methods": sorted(record.methods) if record else [],
+                "results": sorted(record.results) if record else [],
+                "accepts_results": record.accepts_results if record else False,
                 "tasks_done": self.tasks_done[name],
                 "registered": record.registered if record else None,
             }

@@ -26,10 +26,63 @@ SITES = {
 }
 
 
-def make_site(root: Path, site: str, kind: str, filename: str, **config) -> Path:
+# Methods awi shares in the tests; the module sits next to awi.yaml, as a provider's would.
+AWI_TOOLS = '''
+"""Tools the AWI test site shares."""
+import xarray as xr
+from distributed import get_worker
+
+import federation
+
+
+def echo(x: int) -> int:
+    """Return x unchanged."""
+    return x
+
+
+def scale(data: xr.DataArray, factor: float = 2.0) -> xr.DataArray:
+    """Multiply data by a factor.
+
+    Runs at the site; lazy inputs arrive computed.
+    """
+    return data * factor
+
+
+def where() -> str:
+    """Name of the worker this runs on."""
+    return get_worker().name
+
+
+def fail(message: str) -> None:
+    """Always raises ValueError(message)."""
+    raise ValueError(message)
+
+
+def links(sst: str, chl: str, t2m: str) -> dict[str, float]:
+    """Correlations of area-mean SST with chlorophyll and with tropical air temperature."""
+    with federation.worker_federation() as fed:
+        s = fed.open_dataset(sst).sst.mean(["lat", "lon"])
+        c = fed.open_dataset(chl).chl.mean(["lat", "lon"])
+        t = fed.open_dataset(t2m).t2m.sel(lat=slice(-30, 30)).mean(["lat", "lon"])
+        r_chl, r_t2m = xr.corr(s, c, dim="time"), xr.corr(s, t, dim="time")
+        return {"chl": float(r_chl.compute()), "t2m": float(r_t2m.compute())}
+'''
+
+AWI_METHODS = {
+    "methods": {n: f"awi_tools:{n}" for n in ("echo", "scale", "where", "fail")},
+    "workflows": {"links": "awi_tools:links"},
+    "results_dir": "results",
+}
+
+
+def make_site(
+    root: Path, site: str, kind: str, filename: str, tools: str | None = None, **config
+) -> Path:
     """Write a site's data and config in ``root/site``; returns the config path."""
     folder = root / site
     folder.mkdir(parents=True, exist_ok=True)
+    if tools:
+        (folder / f"{site}_tools.py").write_text(tools)
     write_dataset(kind, folder / filename, config.pop("size", TEST_SIZE),
                   chunk_days=config.pop("chunk_days", CHUNK_DAYS))
     config.setdefault("workers", 1)
@@ -51,8 +104,12 @@ def local_federation(data_root, tmp_path_factory):
     """Hub plus awi (2 workers), geomar and dkrz, each reading only its own folder."""
     configs = {
         site: make_site(data_root, site, kind, filename, workers=workers)
-        for site, (kind, filename, workers) in SITES.items()
+        for site, (kind, filename, workers) in SITES.items() if site != "awi"
     }
+    kind, filename, workers = SITES["awi"]
+    configs["awi"] = make_site(
+        data_root, "awi", kind, filename, tools=AWI_TOOLS, workers=workers, **AWI_METHODS
+    )
     with LocalFederation(tmp_path_factory.mktemp("logs")) as lf:
         procs = {site: lf.start_site(cfg, wait=False) for site, cfg in configs.items()}
         for site, proc in procs.items():
