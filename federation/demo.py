@@ -125,10 +125,19 @@ def prepare_sites(directory: Path, size: str | int, hub: str) -> dict[str, Path]
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / filename).exists():
             write_dataset(kind, folder / filename, size)
+        extra = {}
+        if site == "dkrz":  # dkrz shares a workflow that uses the other two sites' data
+            extra = {
+                "workflows": {
+                    "anomaly_correlation": "federation.demo_workflows:anomaly_correlation"
+                },
+                "results_dir": "results",
+            }
         configs[site] = write_site_config(
             folder / f"{site}.yaml",
             site=site, hub=hub, workers=1, nthreads=2, memory_limit="1GiB",
             datasets={kind: {"path": filename, "description": VARIABLES[kind][2]}},
+            **extra,
         )
     return configs
 
@@ -177,6 +186,10 @@ def run_demo(size: str = "200MB", keep: bool = False, directory: str | None = No
                 print(f"  total {format_bytes(t.total)} "
                       f"vs. {format_bytes(raw)} a download-everything approach moves "
                       f"({raw / max(t.total, 1):,.0f}x more)")
+                print("\nShared workflow dkrz/anomaly_correlation (runs at dkrz, reads at awi "
+                      "and geomar):")
+                r = fed.call("dkrz/anomaly_correlation", "awi/sst", "sst", "geomar/chl", "chl")
+                print(f"  monthly anomaly corr(sst, chl) {r.result():+.3f}")
                 print(f"\nDemo took {time.monotonic() - started:.0f} s. "
                       f"Dashboard: {lf.dashboard_url}")
                 if keep:
