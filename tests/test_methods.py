@@ -92,6 +92,14 @@ def test_method_applied_to_another_sites_dataset_composes(fed, data_root):
     )
 
 
+def test_arguments_are_validated_again_at_the_site(fed):
+    from federation.methods import run_method
+
+    future = fed.client.submit(run_method, "awi/echo", "seven", pure=False)  # skips the proxy
+    with pytest.raises(ArgumentError, match="awi/echo: parameter 'x'"):
+        future.result(timeout=30)
+
+
 def test_remote_failure_names_site_method_and_traceback(fed):
     future = fed.call("awi/fail", "ice too thin")
     with pytest.raises(MethodError) as err:
@@ -117,27 +125,27 @@ def test_workflow_spans_three_sites(fed, data_root):
 
 
 def test_publish_reopen_and_provenance(fed, local_federation, data_root):
-    sst = fed.open_dataset("awi/sst").sst
-    anomaly = (sst - sst.mean("time")).mean(["lat", "lon"]).rename("sst_anomaly")
-    ref = fed.publish_result("sst-anomaly", anomaly)
-    assert ref == "awi/results/sst-anomaly"
-    assert "awi/results/sst-anomaly" in set(fed.catalog()["dataset"])
+    with local_federation.connect() as publisher:
+        sst = publisher.open_dataset("awi/sst").sst
+        anomaly = (sst - sst.mean("time")).mean(["lat", "lon"]).rename("sst_anomaly")
+        ref = publisher.publish_result("sst-anomaly", anomaly)
+        assert ref == "awi/results/sst-anomaly"
+        assert "awi/results/sst-anomaly" in set(publisher.catalog()["dataset"])
 
-    with pytest.raises(ResultError, match="already exists; pass overwrite=True"):
-        fed.publish_result("sst-anomaly", anomaly)
-    fed.publish_result("sst-anomaly", anomaly * 1, overwrite=True)
-    with pytest.raises(ResultError, match="site 'geomar' does not store results"):
-        fed.publish_result("chl", fed.open_dataset("geomar/chl").chl.mean())
+        with pytest.raises(ResultError, match="already exists; pass overwrite=True"):
+            publisher.publish_result("sst-anomaly", anomaly)
+        publisher.publish_result("sst-anomaly", anomaly * 1, overwrite=True)
+        with pytest.raises(ResultError, match="site 'geomar' does not store results"):
+            publisher.publish_result("chl", publisher.open_dataset("geomar/chl").chl.mean())
 
-    # a second client, after the publisher disconnected
-    with local_federation.connect() as other:
-        ds = other.open_dataset("awi/results/sst-anomaly")
-        local = open_local(site_path(data_root, "awi")).sst
-        xr.testing.assert_allclose(
-            ds.sst_anomaly.compute(), (local - local.mean("time")).mean(["lat", "lon"]),
-            check_dim_order=False,
-        )
-        prov = other.provenance("awi/results/sst-anomaly")
+    # another client, after the publisher disconnected
+    ds = fed.open_dataset("awi/results/sst-anomaly")
+    local = open_local(site_path(data_root, "awi")).sst
+    xr.testing.assert_allclose(
+        ds.sst_anomaly.compute(), (local - local.mean("time")).mean(["lat", "lon"]),
+        check_dim_order=False,
+    )
+    prov = fed.provenance("awi/results/sst-anomaly")
     assert prov["datasets"] == [
         {"dataset": "awi/sst", "version": fed.info("awi/sst").version}
     ]
