@@ -76,6 +76,10 @@ class DatasetInfo:
     attrs: dict[str, Any]
     #: changes whenever the data or its metadata change; part of every task key
     version: str
+    #: ``site/name`` of the dataset this one replicates, if any
+    replica_of: str | None = None
+    #: sha256 over the coordinates' values: replicas must match their original
+    coords_checksum: str = ""
 
     @property
     def ref(self) -> str:
@@ -129,7 +133,22 @@ class DatasetInfo:
             variables=variables,
             attrs=d.get("attrs", {}),
             version=d["version"],
+            replica_of=d.get("replica_of"),
+            coords_checksum=d.get("coords_checksum", ""),
         )
+
+    def same_content_as(self, other: DatasetInfo) -> str | None:
+        """Why this dataset cannot replicate ``other`` (``None`` if it can)."""
+        mine = {n: (v.dims, v.shape, v.dtype) for n, v in self.variables.items()}
+        theirs = {n: (v.dims, v.shape, v.dtype) for n, v in other.variables.items()}
+        if mine.keys() != theirs.keys():
+            return f"variables differ: {sorted(mine)} vs. {sorted(theirs)}"
+        for name in mine:
+            if mine[name] != theirs[name]:
+                return f"variable {name!r} differs: {mine[name]} vs. {theirs[name]}"
+        if self.coords_checksum != other.coords_checksum:
+            return "coordinate values differ"
+        return None
 
 
 def _storage_chunks(var: xr.Variable) -> tuple[int, ...]:
@@ -143,8 +162,24 @@ def _storage_chunks(var: xr.Variable) -> tuple[int, ...]:
     return tuple(int(n) for n in var.shape)
 
 
+def coords_checksum(ds: xr.Dataset) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(map(str, ds.coords)):
+        values = np.asarray(ds[name].values)
+        digest.update(name.encode())
+        if values.dtype.kind == "O":
+            values = values.astype(str)
+        digest.update(values.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def describe_dataset(
-    site: str, name: str, ds: xr.Dataset, description: str = "", stamp: str = ""
+    site: str,
+    name: str,
+    ds: xr.Dataset,
+    description: str = "",
+    stamp: str = "",
+    replica_of: str | None = None,
 ) -> DatasetInfo:
     """Describe an opened dataset for the catalog.
 
@@ -186,4 +221,6 @@ def describe_dataset(
         variables=variables,
         attrs=attrs,
         version=version,
+        replica_of=replica_of,
+        coords_checksum=coords_checksum(ds),
     )

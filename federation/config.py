@@ -40,6 +40,19 @@ class DatasetConfig(BaseModel):
     engine: Literal["zarr", "netcdf"] | None = Field(
         default=None, description="guessed from the path when not given"
     )
+    replica_of: str | None = Field(
+        default=None,
+        description="'site/name' of another site's dataset this is an identical copy of",
+    )
+
+    @field_validator("replica_of")
+    @classmethod
+    def _replica_ref(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = v.split("/")
+            if len(parts) != 2 or not all(NAME_PATTERN.match(p) for p in parts):
+                raise ValueError(f"replica_of {v!r} should be 'site/name', e.g. geomar/chl")
+        return v
 
     @property
     def resolved_engine(self) -> str:

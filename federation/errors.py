@@ -39,3 +39,11 @@ class MethodError(FederationError, RuntimeError):
 
 class ResultError(FederationError):
     """A result cannot be published (no results_dir at the site, name taken, ...)."""
+
+
+class SiteUnavailable(FederationError):
+    """A site stayed without workers for longer than ``federation.site-outage-timeout``."""
+
+
+class ReplicaMismatch(FederationError):
+    """A dataset declared ``replica_of`` another one but differs from it."""

@@ -30,10 +30,18 @@ def dataset_label(ref: str) -> str:
     return f"{DATASET_PREFIX}{ref}"
 
 
-def worker_resources(site: str, datasets: list[str]) -> dict[str, float]:
-    """The resources a worker of ``site`` holding ``datasets`` (plain names) advertises."""
+def worker_resources(
+    site: str, datasets: list[str], replicas: dict[str, str] | None = None
+) -> dict[str, float]:
+    """The resources a worker of ``site`` holding ``datasets`` (plain names) advertises.
+
+    ``replicas`` maps another site's dataset (``site/name``) to the local dataset that
+    replicates it: the worker advertises the original's label too, so reads of the
+    original may run here.
+    """
     labels = {site_label(site): LABEL_CAPACITY}
     labels.update({dataset_label(f"{site}/{name}"): LABEL_CAPACITY for name in datasets})
+    labels.update({dataset_label(ref): LABEL_CAPACITY for ref in replicas or {}})
     return labels
 
 

@@ -86,6 +86,8 @@ class SiteWorkerPlugin(WorkerPlugin):
         Shared methods and workflows: name to ``module:function``.
     results_dir:
         Where published results are stored, if the site accepts them.
+    replicas:
+        Another site's dataset (``site/name``) to the local dataset replicating it.
     """
 
     name = "federation-site"
@@ -96,9 +98,11 @@ class SiteWorkerPlugin(WorkerPlugin):
         sources: dict[str, Source],
         methods: dict[str, str] | None = None,
         results_dir: str | None = None,
+        replicas: dict[str, str] | None = None,
     ):
         self.site = site
         self.sources = sources
+        self.replicas = replicas or {}
         self.methods = methods or {}
         self.results_dir = results_dir
         # requester address ("" for the hub/client) -> [wire bytes, in-memory bytes, transfers]
@@ -107,7 +111,7 @@ class SiteWorkerPlugin(WorkerPlugin):
     def __getstate__(self) -> dict[str, Any]:
         return {
             "site": self.site, "sources": self.sources, "methods": self.methods,
-            "results_dir": self.results_dir,
+            "results_dir": self.results_dir, "replicas": self.replicas,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -118,6 +122,7 @@ class SiteWorkerPlugin(WorkerPlugin):
         _site = self.site
         _results_dir = self.results_dir
         _sources.update({f"{self.site}/{n}": s for n, s in self.sources.items()})
+        _sources.update({ref: self.sources[name] for ref, name in self.replicas.items()})
         register_methods(self.site, self.methods)
         self._count_outgoing(worker)
         worker.handlers["federation_traffic"] = self.traffic

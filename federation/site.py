@@ -59,7 +59,10 @@ def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
         try:
             with source.open() as ds:
                 infos.append(
-                    describe_dataset(cfg.site, name, ds, ds_cfg.description, source.stamp())
+                    describe_dataset(
+                        cfg.site, name, ds, ds_cfg.description, source.stamp(),
+                        replica_of=ds_cfg.replica_of,
+                    )
                 )
         except Exception as e:  # any reader error: corrupt store, wrong engine, ...
             raise ConfigError(
@@ -117,6 +120,8 @@ class Site:
 
     async def _start_workers(self) -> None:
         sources = {name: source_for(ds) for name, ds in self.cfg.datasets.items()}
+        # a replica is read under its original's reference too
+        replicas = {ds.replica_of: name for name, ds in self.cfg.datasets.items() if ds.replica_of}
         prefix = self.cfg.site if not self.join else f"{self.cfg.site}-{self.session[:6]}"
         self.nannies = []
         for i in range(self.cfg.workers):
@@ -126,11 +131,13 @@ class Site:
                     name=f"{prefix}-{i}",
                     nthreads=self.cfg.nthreads,
                     memory_limit=self.cfg.memory_limit,
-                    resources=worker_resources(self.cfg.site, list(self.cfg.datasets)),
+                    resources=worker_resources(
+                        self.cfg.site, list(self.cfg.datasets), replicas=replicas
+                    ),
                     local_directory=self.cfg.local_directory,
                     plugins=(
                         SiteWorkerPlugin(
-                            self.cfg.site, sources,
+                            self.cfg.site, sources, replicas=replicas,
                             methods={**self.cfg.methods, **self.cfg.workflows},
                             results_dir=self.cfg.results_dir,
                         ),

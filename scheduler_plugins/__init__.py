@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .boundary import BoundaryPlugin
 from .catalog import CatalogPlugin
+from .outage import OutagePlugin
 from .routing import RoutingPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
-    "BoundaryPlugin", "CatalogPlugin", "FederationState", "RoutingPlugin", "TrafficPlugin",
-    "install",
+    "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "RoutingPlugin",
+    "TrafficPlugin", "install",
 ]
 
 
@@ -32,8 +33,10 @@ def install(scheduler: Scheduler) -> FederationState:
     if existing is not None:  # idempotent: preloaded twice
         return existing.state
     state = FederationState(scheduler)
+    routing = RoutingPlugin(state)
     for plugin in (
-        CatalogPlugin(state), RoutingPlugin(state), TrafficPlugin(state), BoundaryPlugin(state)
+        CatalogPlugin(state), routing, TrafficPlugin(state), BoundaryPlugin(state),
+        OutagePlugin(state, routing),
     ):
         scheduler.add_plugin(plugin)
     return state

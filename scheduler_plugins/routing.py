@@ -100,9 +100,10 @@ class RoutingPlugin(SchedulerPlugin):
         self.site_queue = bool(site_queue)
         #: keys of site-bound tasks (reads, method calls, result writes): never re-placed
         self.pinned: set[Any] = set()
-        #: key -> (site, label) for parked reads, until admitted or forgotten
-        self.parked: dict[Any, tuple[str, str]] = {}
-        #: site -> heap of (priority, key) of parked reads waiting in ``no-worker``
+        #: key -> the label a parked read needs, until admitted or forgotten
+        self.parked: dict[Any, str] = {}
+        #: label -> heap of (priority, key) of parked reads waiting in ``no-worker``; a
+        #: dataset's label may be served by several sites (replicas)
         self.queues: dict[str, list] = defaultdict(list)
         self._admit_scheduled = False
         self.scheduler: Scheduler | None = None
@@ -150,7 +151,7 @@ class RoutingPlugin(SchedulerPlugin):
                 if kind == "dataset" and not ref.startswith(f"{site}/{RESULTS}"):
                     label = dataset_label(ref)  # replicas of a dataset may live elsewhere
                 if kind == "dataset" and self.site_queue:
-                    self.parked[key] = (site, label)
+                    self.parked[key] = label
                     ts.resource_restrictions = {HOLD: 1}
                 else:
                     ts.resource_restrictions = {label: 1}
@@ -191,8 +192,7 @@ class RoutingPlugin(SchedulerPlugin):
                 if dts.state == "waiting" and not dts.waiting_on and dts.key not in self.pinned:
                     self.place(dts)
         if finish == "no-worker" and key in self.parked and ts is not None:
-            site, _ = self.parked[key]
-            heapq.heappush(self.queues[site], (ts.priority, key))
+            heapq.heappush(self.queues[self.parked[key]], (ts.priority, key))
             self._schedule_admit()
         elif start in ("processing", "memory"):
             # a slot or memory freed up somewhere
@@ -239,10 +239,9 @@ class RoutingPlugin(SchedulerPlugin):
         likely: dict[Any, str | None] = {}
         free = []
         for ts in sorted(new, key=lambda ts: ts.priority):
-            if ts.key in self.parked:
-                likely[ts.key] = self.parked[ts.key][0]
-                continue
-            if site := _label_site(ts.resource_restrictions):
+            if site := _label_site(
+                {self.parked[ts.key]: 1} if ts.key in self.parked else ts.resource_restrictions
+            ):
                 likely[ts.key] = site
                 continue
             if not ts.dependencies:
@@ -276,8 +275,12 @@ class RoutingPlugin(SchedulerPlugin):
         self._admit_scheduled = True
         self.scheduler.loop.add_callback(self._admit)
 
-    def _slots(self, site: str) -> int:
-        workers = [ws for ws in self.state.workers_of(site) if ws.status == Status.running]
+    def _slots(self, label: str) -> int:
+        """Reads that may start now among the workers carrying ``label``."""
+        workers = [
+            ws for ws in self.scheduler.workers.values()
+            if label in ws.resources and ws.status == Status.running
+        ]
         if not workers:
             return 0  # site down: its reads wait
         processing = sum(len(ws.processing) - len(ws.long_running) for ws in workers)
@@ -294,18 +297,18 @@ class RoutingPlugin(SchedulerPlugin):
         self._admit_scheduled = False
         scheduler = self.scheduler
         assert scheduler is not None
-        recommendations: dict[Any, str] = {}
-        for site, queue in self.queues.items():
-            slots = self._slots(site) if queue else 0
+        for label, queue in self.queues.items():
+            slots = self._slots(label) if queue else 0
+            recommendations: dict[Any, str] = {}
             while queue and slots > 0:
                 _, key = heapq.heappop(queue)
                 ts = scheduler.tasks.get(key)
-                target = self.parked.get(key)
-                if ts is None or target is None or ts.state != "no-worker":
+                if ts is None or self.parked.get(key) != label or ts.state != "no-worker":
                     continue  # released or forgotten while parked
                 del self.parked[key]
-                ts.resource_restrictions = {target[1]: 1}
+                ts.resource_restrictions = {label: 1}
                 recommendations[key] = "processing"
                 slots -= 1
-        if recommendations:
-            scheduler.transitions(recommendations, stimulus_id=f"federation-admit-{time()}")
+            if recommendations:
+                # per label, so that the next label's slots see these tasks processing
+                scheduler.transitions(recommendations, stimulus_id=f"federation-admit-{time()}")

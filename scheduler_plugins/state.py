@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from federation.catalog import DatasetInfo
-from federation.errors import SiteNameTaken, UnknownDatasetError, UnknownMethodError
+from federation.errors import (
+    ReplicaMismatch,
+    SiteNameTaken,
+    UnknownDatasetError,
+    UnknownMethodError,
+)
 from federation.labels import site_of
 from federation.methods import MethodInfo
 
@@ -73,6 +78,9 @@ class FederationState:
         now = time.monotonic()
         record = self.sites.get(site)
         catalog = {d.name: d for d in datasets}
+        for info in datasets:
+            if info.replica_of:
+                self._check_replica(info)
         if record is not None and record.alive(now) and session not in record.sessions:
             if not join:
                 others = ", ".join(addr for addr, _ in record.sessions.values())
@@ -100,6 +108,22 @@ class FederationState:
             )
         record.sessions[session] = (peer, now)
         return record
+
+    def _check_replica(self, info: DatasetInfo) -> None:
+        origin_site, origin_name = info.replica_of.split("/", 1)
+        record = self.sites.get(origin_site)
+        origin = record.catalog.get(origin_name) if record else None
+        if origin is None:
+            raise ReplicaMismatch(
+                f"dataset {info.ref!r} declares replica_of {info.replica_of!r}, which the hub "
+                "does not know; start the original's site first, or fix replica_of"
+            )
+        why = info.same_content_as(origin)
+        if why:
+            raise ReplicaMismatch(
+                f"dataset {info.ref!r} is not a replica of {info.replica_of!r}: {why}; "
+                "fix the file or remove replica_of"
+            )
 
     def heartbeat(self, site: str, session: str) -> bool:
         record = self.sites.get(site)
