@@ -70,6 +70,8 @@ class Federation:
 
     def info(self, name: str) -> DatasetInfo:
         """Full catalog metadata of ``site/name`` (raises listing what exists if unknown)."""
+        if not isinstance(name, str):
+            raise TypeError(f"a dataset is named by a string like 'awi/sst', not {name!r}")
         return DatasetInfo.from_wire(self._call("federation_dataset", name=name))
 
     def open_dataset(self, name: str, chunks: Chunks = None) -> xr.Dataset:
@@ -123,6 +125,8 @@ class Federation:
         >>> help(regrid)                                              # doctest: +SKIP
         >>> out = regrid(ds, grid="1deg").compute()                   # doctest: +SKIP
         """
+        if not isinstance(name, str):
+            raise TypeError(f"a method is named by a string like 'awi/regrid', not {name!r}")
         info = self.describe(name)
 
         def proxy(*args: Any, **kwargs: Any) -> Delayed:

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -25,7 +26,9 @@ from .read import read_chunk
 Chunks = Mapping[str, Any] | str | int | None
 
 
-def _chunks_for(var: VariableInfo, chunks: Chunks) -> tuple[tuple[int, ...], ...]:
+def _chunks_for(
+    info: DatasetInfo, var: VariableInfo, chunks: Chunks
+) -> tuple[tuple[int, ...], ...]:
     """Dask chunks of one variable, xarray-style: ``{}``/``None`` keeps the storage
     chunks, ``"auto"`` picks multiples of them, a dict sets some dimensions."""
     if chunks is None or (isinstance(chunks, Mapping) and not chunks):
@@ -34,14 +37,27 @@ def _chunks_for(var: VariableInfo, chunks: Chunks) -> tuple[tuple[int, ...], ...
         spec = chunks
     else:
         spec = tuple(chunks.get(d, c) for d, c in zip(var.dims, var.chunks))
-    return da.core.normalize_chunks(
-        spec, var.shape, dtype=np.dtype(var.dtype), previous_chunks=var.chunks
-    )
+    try:
+        normalized = da.core.normalize_chunks(
+            spec, var.shape, dtype=np.dtype(var.dtype), previous_chunks=var.chunks
+        )
+    except Exception as e:  # dask's messages do not say which dataset
+        raise ValueError(f"invalid chunks {chunks!r} for {info.ref} ({var.name}): {e}") from None
+    if any(c <= 0 for dim in normalized for c in dim if dim != (0,)):
+        raise ValueError(f"invalid chunks {chunks!r} for {info.ref}: sizes must be positive")
+    limit = dask.config.get("federation.max-chunks", 1_000_000)
+    count = int(np.prod([len(c) for c in normalized], dtype=np.int64))
+    if count > limit:
+        raise ValueError(
+            f"chunks {chunks!r} would split {info.ref} ({var.name}) into {count:,} read tasks "
+            f"(limit {limit:,}, federation.max-chunks); use larger chunks"
+        )
+    return normalized
 
 
 def lazy_variable(info: DatasetInfo, var: VariableInfo, chunks: Chunks) -> da.Array:
     """A dask array whose every chunk is read at the dataset's site."""
-    normalized = _chunks_for(var, chunks)
+    normalized = _chunks_for(info, var, chunks)
     token = tokenize(info.ref, info.version, var.name, normalized)
     name = f"read-{info.site}.{info.name}.{var.name}-{token}"
     bounds = [np.cumsum((0, *c)) for c in normalized]

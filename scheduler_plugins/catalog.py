@@ -58,8 +58,24 @@ class CatalogPlugin(SchedulerPlugin):
         )
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
-        """Remember which site a new worker belongs to."""
-        site = self.state.site_of_worker(scheduler.workers[worker])
+        """Remember which site a new worker belongs to; turn away impostors.
+
+        A worker whose labels name a site that never registered, or a dataset its site
+        does not hold, would attract that site's reads; it is removed at once.
+        """
+        ws = scheduler.workers[worker]
+        reason = self.state.check_worker(ws)
+        if reason is not None:
+            logger.warning("Refusing worker %s: %s", worker, reason)
+            scheduler.log_event(
+                "federation", {"action": "worker-refused", "worker": worker, "reason": reason}
+            )
+            scheduler.loop.add_callback(
+                scheduler.remove_worker, worker, stimulus_id="federation-refuse-worker",
+                close=True,
+            )
+            return
+        site = self.state.site_of_worker(ws)
         scheduler.log_event(
             "federation", {"action": "worker-joined", "worker": worker, "site": site}
         )

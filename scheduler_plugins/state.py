@@ -20,7 +20,7 @@ from federation.errors import (
     UnknownDatasetError,
     UnknownMethodError,
 )
-from federation.labels import site_of
+from federation.labels import DATASET_PREFIX, site_of
 from federation.methods import MethodInfo
 
 if TYPE_CHECKING:
@@ -144,6 +144,22 @@ class FederationState:
         if site is not None:
             self.worker_site[ws.address] = site
         return site
+
+    def check_worker(self, ws: WorkerState) -> str | None:
+        """Why a joining worker's labels are not believable (``None`` if they are)."""
+        site = site_of(ws.resources)
+        if site is None:
+            return None  # not a site worker: it gets only unrestricted work
+        record = self.sites.get(site)
+        if record is None:
+            return f"it claims site {site!r}, which has not registered with this hub"
+        held = {info.ref for info in record.catalog.values()}
+        held |= {info.replica_of for info in record.catalog.values() if info.replica_of}
+        for label in ws.resources:
+            ref = label[len(DATASET_PREFIX):]
+            if label.startswith(DATASET_PREFIX) and ref not in held:
+                return f"it claims dataset {ref!r}, which site {site!r} does not hold"
+        return None
 
     def workers_of(self, site: str) -> list[WorkerState]:
         return [ws for ws in self.scheduler.workers.values() if site_of(ws.resources) == site]
