@@ -120,3 +120,60 @@ def test_worker_crash_is_retried_inside_the_site(fed, data_root):
     while len(fed.sites()["awi"]["workers"]) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(fed.sites()["awi"]["workers"]) == 2
+
+
+def test_partitioned_site_recovers_and_the_computation_finishes(tmp_path, monkeypatch):
+    """Pause a whole site (its processes stop answering, like a cut network) for longer
+    than the hub's worker TTL: its tasks wait, then finish once it is back."""
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "4s")
+    lf = LocalFederation(tmp_path / "logs", dashboard=False)
+    lf.start_hub()
+    try:
+        cfg = make_site(tmp_path, "cut", "sst", "sst.zarr", chunk_days=2)
+        proc = lf.start_site(cfg)
+        with lf.connect() as fed:
+            future = fed.client.compute(
+                fed.open_dataset("cut/sst").sst.map_blocks(_slow).mean(["lat", "lon"])
+            )
+            time.sleep(1.0)
+            os.killpg(proc.pid, signal.SIGSTOP)
+            # the hub first tries to restart silent workers through their nanny (30 s)
+            deadline = time.monotonic() + 90
+            while "cut" in set(worker_sites(fed).values()) and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert "cut" not in set(worker_sites(fed).values())  # the hub noticed
+            assert future.status == "pending"  # and nothing ran elsewhere
+            os.killpg(proc.pid, signal.SIGCONT)
+            result = future.result(timeout=120)
+            local = open_local(tmp_path / "cut" / "sst.zarr").sst
+            np.testing.assert_allclose(result, local.mean(["lat", "lon"]), rtol=1e-5)
+    finally:
+        lf.close()
+
+
+def test_hub_restart_gives_clients_a_clear_error_then_they_reconnect(tmp_path):
+    from distributed.client import FutureCancelledError
+
+    lf = LocalFederation(tmp_path / "logs", dashboard=False)
+    lf.start_hub()
+    try:
+        lf.start_site(make_site(tmp_path, "awi", "sst", "sst.zarr", chunk_days=2))
+        with lf.connect() as fed:
+            sst = fed.open_dataset("awi/sst").sst
+            future = fed.client.compute(sst.map_blocks(_slow).mean())
+            time.sleep(1.0)
+            lf.stop("hub")
+            lf.start_hub()
+            started = time.monotonic()
+            with pytest.raises(FutureCancelledError, match="scheduler-connection-lost"):
+                future.result(timeout=60)
+            assert time.monotonic() - started < 30  # an error, not a hang
+            deadline = time.monotonic() + 60
+            while "awi/sst" not in set(fed.catalog()["dataset"]):
+                assert time.monotonic() < deadline, "the site did not re-announce"
+                time.sleep(0.5)
+            # the same client works again once the site is back
+            local = open_local(tmp_path / "awi" / "sst.zarr").sst
+            np.testing.assert_allclose(float(sst.mean().compute()), float(local.mean()), rtol=1e-5)
+    finally:
+        lf.close()
