@@ -1,0 +1,129 @@
+"""Soak: repeated cross-site computations while site workers are killed at random.
+
+    python -m benchmarks.soak --minutes 10 [--kill-every 5] [--out soak.json]
+
+A hub and three sites run as real processes on this machine. The driver computes a
+cross-site correlation and a per-site mean over and over, checking every answer against
+the value computed once up front; a second thread SIGKILLs a random site worker every
+few seconds (the site's nanny restarts it). At the end it reports computations done,
+failures, wrong results (must be 0) and the hub's memory at start and end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import xarray as xr
+
+from federation.demo import write_dataset
+from federation.labels import site_of
+from federation.local import LocalFederation, write_site_config
+
+SITES = {"awi": ("sst", "sst.zarr"), "geomar": ("chl", "chl.zarr"), "dkrz": ("t2m", "t2m.nc")}
+
+
+def _prepare(root: Path, days: int) -> dict[str, Path]:
+    configs = {}
+    for site, (kind, filename) in SITES.items():
+        folder = root / site
+        folder.mkdir(parents=True, exist_ok=True)
+        write_dataset(kind, folder / filename, days * 180 * 360 * 4, chunk_days=5)
+        configs[site] = write_site_config(
+            folder / f"{site}.yaml", site=site, workers=2, nthreads=1, memory_limit="1GiB",
+            datasets={kind: {"path": filename}},
+        )
+    return configs
+
+
+def _killer(fed, stop: threading.Event, every: float, kills: list[str]) -> None:
+    rng = random.Random(0)
+    while not stop.wait(every):
+        try:
+            workers = fed.client.scheduler_info()["workers"]
+            victims = [a for a, w in workers.items() if site_of(w["resources"])]
+            if not victims:
+                continue
+            victim = rng.choice(victims)
+            pid = fed.client.run(os.getpid, workers=[victim])[victim]
+            os.kill(pid, signal.SIGKILL)
+            kills.append(victim)
+        except Exception:  # a worker that died already; the next round picks another
+            continue
+
+
+def soak(minutes: float, kill_every: float = 5.0, days: int = 40) -> dict:
+    with tempfile.TemporaryDirectory(prefix="federation-soak-") as tmp:
+        root = Path(tmp)
+        configs = _prepare(root, days)
+        with LocalFederation(root / "logs", dashboard=False) as lf:
+            for cfg in configs.values():
+                lf.start_site(cfg)
+            hub = psutil.Process(lf.processes["hub"].pid)
+            with lf.connect() as fed:
+
+                def computation():
+                    sst = fed.open_dataset("awi/sst").sst.mean(["lat", "lon"])
+                    chl = fed.open_dataset("geomar/chl").chl.mean(["lat", "lon"])
+                    t2m = fed.open_dataset("dkrz/t2m").t2m.mean()
+                    return xr.corr(sst, chl, dim="time"), t2m
+
+                expected = [float(v) for v in fed.client.compute(computation(), sync=True)]
+                memory_start = hub.memory_info().rss
+                stop, kills = threading.Event(), []
+                killer = threading.Thread(target=_killer, args=(fed, stop, kill_every, kills))
+                killer.start()
+                done = failed = wrong = 0
+                errors: list[str] = []
+                deadline = time.monotonic() + 60 * minutes
+                try:
+                    while time.monotonic() < deadline:
+                        try:
+                            got = fed.client.compute(computation(), sync=True)
+                        except Exception as e:  # counted, and listed in the report
+                            failed += 1
+                            errors.append(f"{type(e).__name__}: {e}"[:300])
+                            continue
+                        done += 1
+                        if not np.allclose([float(v) for v in got], expected, rtol=1e-6):
+                            wrong += 1
+                finally:
+                    stop.set()
+                    killer.join()
+                memory_end = hub.memory_info().rss
+    return {
+        "minutes": minutes,
+        "computations": done,
+        "failures": failed,
+        "wrong_results": wrong,
+        "workers_killed": len(kills),
+        "hub_rss_start": memory_start,
+        "hub_rss_end": memory_end,
+        "errors": errors[:10],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--kill-every", type=float, default=5.0, help="seconds between kills")
+    parser.add_argument("--out", default=None, help="write the report as JSON here")
+    args = parser.parse_args(argv)
+    report = soak(args.minutes, args.kill_every)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
