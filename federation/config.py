@@ -61,6 +61,16 @@ class DatasetConfig(BaseModel):
         return "zarr" if self.path.rstrip("/").endswith(".zarr") else "netcdf"
 
 
+class TLSConfig(BaseModel):
+    """Mutual TLS with the federation's CA (see ``dask federation certs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: str
+    cert: str
+    key: str
+
+
 class SiteConfig(BaseModel):
     """What ``dask federation site CONFIG`` reads."""
 
@@ -82,6 +92,7 @@ class SiteConfig(BaseModel):
     results_dir: str | None = Field(
         default=None, description="where published results are stored (zarr)"
     )
+    tls: TLSConfig | None = Field(default=None, description="certificate files for tls://")
 
     @field_validator("site")
     @classmethod

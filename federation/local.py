@@ -39,12 +39,21 @@ def write_site_config(path: str | os.PathLike, **config: object) -> Path:
 class LocalFederation:
     """Hub and sites as subprocesses, logs in ``workdir``; stopped on exit."""
 
-    def __init__(self, workdir: str | os.PathLike, dashboard: bool = True):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        dashboard: bool = True,
+        tls: tuple[str, str, str] | None = None,
+        hub_args: tuple[str, ...] = (),
+    ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.dashboard_port = free_port() if dashboard else None
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        #: (CA file, certificate, key) of the hub, for a tls:// federation
+        self.tls = tls
+        self.hub_args = hub_args
+        self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{self.port}"
         self.processes: dict[str, subprocess.Popen] = {}
 
     @property
@@ -71,9 +80,13 @@ class LocalFederation:
 
     def start_hub(self) -> None:
         dash = f"127.0.0.1:{self.dashboard_port}" if self.dashboard_port else ":0"
+        tls = []
+        if self.tls:
+            ca, cert, key = map(str, self.tls)
+            tls = ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
         self._spawn(
             "hub", "hub", "--host", "127.0.0.1", "--port", str(self.port),
-            "--dashboard-address", dash,
+            "--dashboard-address", dash, *tls, *self.hub_args,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -107,8 +120,8 @@ class LocalFederation:
             time.sleep(0.2)
         raise TimeoutError(f"site {name} did not start:\n{self.log(name)}")
 
-    def connect(self) -> Federation:
-        return connect(self.address, timeout="30s")
+    def connect(self, **client_kwargs) -> Federation:
+        return connect(self.address, **{"timeout": "30s", **client_kwargs})
 
     def stop(self, name: str, timeout: float = 20) -> None:
         proc = self.processes.pop(name, None)

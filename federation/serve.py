@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from distributed import Scheduler
 from distributed._signals import wait_for_signals
+from distributed.security import Security
 
 from .config import SiteConfig
 from .site import Site
@@ -28,6 +29,7 @@ async def run_hub(
     port: int = 8786,
     dashboard_address: str = ":8787",
     preload: tuple[str, ...] = (),
+    security: Security | None = None,
 ) -> None:
     """A distributed Scheduler with the federation plugins, until SIGINT/SIGTERM."""
     scheduler = Scheduler(
@@ -35,6 +37,8 @@ async def run_hub(
         port=port,
         dashboard_address=dashboard_address,
         preload=["scheduler_plugins", *preload],
+        security=security,
+        protocol="tls" if security else None,
     )
     await scheduler
     logger.info("Federation hub at %s", scheduler.address)
@@ -50,9 +54,12 @@ async def run_site(
     join: bool = False,
     timeout: float = 30,
     config_dir: str | None = None,
+    security: Security | None = None,
 ) -> None:
-    """A site (registration + workers), until SIGINT/SIGTERM or its workers are gone."""
-    site = Site(cfg, hub=hub, join=join, timeout=timeout, config_dir=config_dir)
+    """A site (registration + workers), until SIGINT/SIGTERM."""
+    site = Site(
+        cfg, hub=hub, join=join, timeout=timeout, config_dir=config_dir, security=security
+    )
     try:
         await site.start()
     except BaseException:

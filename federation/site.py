@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from distributed import Nanny
 from distributed.core import rpc
+from distributed.security import Security
 
 from .catalog import DatasetInfo, describe_dataset
 from .config import ConfigError, SiteConfig
@@ -88,6 +89,7 @@ class Site:
     join: bool = False
     timeout: float = 30.0
     config_dir: str | None = None
+    security: Security | None = None
     session: str = field(default_factory=lambda: uuid.uuid4().hex)
     catalog: list[DatasetInfo] = field(default_factory=list)
     methods: list[MethodInfo] = field(default_factory=list)
@@ -135,6 +137,7 @@ class Site:
                         self.cfg.site, list(self.cfg.datasets), replicas=replicas
                     ),
                     local_directory=self.cfg.local_directory,
+                    security=self.security,
                     plugins=(
                         SiteWorkerPlugin(
                             self.cfg.site, sources, replicas=replicas,
@@ -158,6 +161,10 @@ class Site:
             await self._start_workers()
             logger.info("Site %s reconnected with %d worker(s)", self.cfg.site, len(self.nannies))
 
+    def _hub(self, timeout: float | None = None) -> rpc:
+        args = self.security.get_connection_args("client") if self.security else None
+        return rpc(self.hub, timeout=timeout, connection_args=args)
+
     async def register(self, deadline: float | None = 0.0) -> None:
         """Announce the site and its catalog; fail with a clear message if refused.
 
@@ -169,7 +176,7 @@ class Site:
         delay = 1.0
         while True:
             try:
-                async with rpc(self.hub) as hub:
+                async with self._hub() as hub:
                     await hub.federation_register_site(
                         site=self.cfg.site,
                         session=self.session,
@@ -195,7 +202,7 @@ class Site:
         while True:
             await asyncio.sleep(delay)
             try:
-                async with rpc(self.hub) as hub:
+                async with self._hub() as hub:
                     reply = await hub.federation_heartbeat(
                         site=self.cfg.site, session=self.session
                     )
@@ -212,7 +219,7 @@ class Site:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         try:
-            async with rpc(self.hub, timeout=2) as hub:
+            async with self._hub(timeout=2) as hub:
                 await asyncio.wait_for(
                     hub.federation_unregister_site(site=self.cfg.site, session=self.session), 5
                 )

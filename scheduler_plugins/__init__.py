@@ -17,13 +17,14 @@ from .outage import OutagePlugin
 from .routing import RoutingPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
+from .trust import TrustPlugin
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
     "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "RoutingPlugin",
-    "TrafficPlugin", "install",
+    "TrafficPlugin", "TrustPlugin", "install",
 ]
 
 
@@ -33,10 +34,15 @@ def install(scheduler: Scheduler) -> FederationState:
     if existing is not None:  # idempotent: preloaded twice
         return existing.state
     state = FederationState(scheduler)
+    from .dashboard import DashboardPlugin  # the dashboard page, HTTP API and JS client
+    from .http_api import HttpApiPlugin
+
     routing = RoutingPlugin(state)
     for plugin in (
         CatalogPlugin(state), routing, TrafficPlugin(state), BoundaryPlugin(state),
         OutagePlugin(state, routing),
+        TrustPlugin(state, routing),  # after routing: it overrides a refused graph's placement
+        DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)
     return state

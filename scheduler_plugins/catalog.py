@@ -9,7 +9,9 @@ from distributed import SchedulerPlugin
 
 from federation.catalog import DatasetInfo
 from federation.methods import MethodInfo
+from federation.security import identity
 
+from .grants import principal
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -91,6 +93,13 @@ class CatalogPlugin(SchedulerPlugin):
         accepts_results: bool = False,
         join: bool = False,
     ) -> dict[str, Any]:
+        ident = identity(comm.extra_info.get("peercert"))
+        if self.state.scheduler.address.startswith("tls://") and ident != ("site", site):
+            who = f"{ident[0]} {ident[1]!r}" if ident else "an unidentified peer"
+            raise PermissionError(
+                f"the certificate of {who} cannot register site {site!r}; a site registers "
+                "with a certificate issued for it: dask federation certs issue --site NAME"
+            )
         infos = [DatasetInfo.from_wire(d) for d in datasets]
         method_infos = [MethodInfo.from_wire(m) for m in methods]
         stored = [(DatasetInfo.from_wire(r["info"]), r["provenance"]) for r in results]
@@ -116,20 +125,44 @@ class CatalogPlugin(SchedulerPlugin):
         self.state.scheduler.log_event("federation", {"action": "site-left", "site": site})
         return {"status": "OK"}
 
-    def catalog(self) -> list[dict[str, Any]]:
-        return [info.summary() for _, info in sorted(self.state.datasets().items())]
+    def _who(self, comm) -> str | None:
+        return principal(identity(comm.extra_info.get("peercert")))
 
-    def dataset(self, name: str) -> dict[str, Any]:
-        return self.state.dataset(name).to_wire()
+    def _granted(self, comm, ref: str) -> None:
+        who = self._who(comm)
+        if not self.state.grants.allows(who, ref):
+            raise PermissionError(
+                f"{'user ' + repr(who) if who else 'an anonymous client'} has no grant for "
+                f"{ref!r}; ask the hub operator to add it to federation.grants"
+            )
+
+    def catalog(self, comm) -> list[dict[str, Any]]:
+        """The datasets the asking identity may use."""
+        who = self._who(comm)
+        return [
+            info.summary() for ref, info in sorted(self.state.datasets().items())
+            if self.state.grants.allows(who, ref)
+        ]
+
+    def dataset(self, comm, name: str) -> dict[str, Any]:
+        info = self.state.dataset(name)
+        self._granted(comm, info.ref)
+        return info.to_wire()
 
     def sites(self) -> dict[str, dict[str, Any]]:
         return self.state.sites_info()
 
-    def methods(self) -> list[dict[str, Any]]:
-        return [m.to_wire() for _, m in sorted(self.state.methods().items())]
+    def methods(self, comm) -> list[dict[str, Any]]:
+        who = self._who(comm)
+        return [
+            m.to_wire() for ref, m in sorted(self.state.methods().items())
+            if self.state.grants.allows(who, ref)
+        ]
 
-    def method(self, name: str) -> dict[str, Any]:
-        return self.state.method(name).to_wire()
+    def method(self, comm, name: str) -> dict[str, Any]:
+        info = self.state.method(name)
+        self._granted(comm, info.ref)
+        return info.to_wire()
 
     def add_result(self, site: str, result: dict, worker: str) -> dict[str, str]:
         """A site worker stored a result (called from its write task)."""

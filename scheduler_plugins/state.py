@@ -23,6 +23,8 @@ from federation.errors import (
 from federation.labels import DATASET_PREFIX, site_of
 from federation.methods import MethodInfo
 
+from .grants import Grants
+
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, WorkerState
 
@@ -60,6 +62,10 @@ class FederationState:
         #: can still be attributed
         self.worker_site: dict[str, str] = {}
         self.tasks_done: Counter[str] = Counter()
+        #: identities from TLS certificates, (role, name) or None without TLS
+        self.client_identity: dict[str, tuple[str, str] | None] = {}
+        self.worker_identity: dict[str, tuple[str, str] | None] = {}
+        self.grants = Grants.from_config()
 
     # -- sites ---------------------------------------------------------------------------
 
@@ -148,6 +154,10 @@ class FederationState:
     def check_worker(self, ws: WorkerState) -> str | None:
         """Why a joining worker's labels are not believable (``None`` if they are)."""
         site = site_of(ws.resources)
+        ident = self.worker_identity.get(ws.address)
+        if ident is not None and ident != ("site", site):
+            claim = f"claims site {site!r}" if site else "carries no site label"
+            return f"its certificate is {ident[0]} {ident[1]!r}, but it {claim}"
         if site is None:
             return None  # not a site worker: it gets only unrestricted work
         record = self.sites.get(site)
