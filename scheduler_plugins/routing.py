@@ -126,48 +126,47 @@ class RoutingPlugin(SchedulerPlugin):
     def update_graph(
         self, scheduler: Scheduler, *, client: str, tasks: list, stimulus_id: str, **kwargs
     ) -> None:
-        """Bind new read tasks to their dataset's site before they are transitioned.
+        """Bind new site-bound tasks to their site before they are transitioned.
 
         Runs before the scheduler transitions the new tasks, so restrictions set here
         decide their first placement.
         """
         self.scheduler = scheduler
-        reads: dict[str, int] = defaultdict(int)
-        for key in tasks:
-            ts = scheduler.tasks.get(key)
-            if ts is None or ts.run_spec is None or ts.state != "released":
-                continue
-            bound = sorted(set(bindings(ts.run_spec)))
+        new = [ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"]
+        bound_per_site: dict[str, int] = defaultdict(int)
+        for ts in new:
+            bound = sorted(set(bindings(ts.run_spec))) if ts.run_spec is not None else []
             if bound:
                 # A task bound to two sites cannot run anywhere; it goes to the first,
                 # where read_chunk/run_method name what they cannot find.
-                kind, ref = bound[0]
-                site = site_of_ref(ref)
-                # where site-bound work runs is the federation's decision, not the user's
-                ts.worker_restrictions = ts.host_restrictions = None
-                ts.loose_restrictions = False
-                self.pinned.add(key)
-                label = site_label(site)
-                if kind == "dataset" and not ref.startswith(f"{site}/{RESULTS}"):
-                    label = dataset_label(ref)  # replicas of a dataset may live elsewhere
-                if kind == "dataset" and self.site_queue:
-                    self.parked[key] = label
-                    ts.resource_restrictions = {HOLD: 1}
-                else:
-                    ts.resource_restrictions = {label: 1}
-                reads[site] += kind == "dataset"
+                self.bind(ts, *bound[0])
+                bound_per_site[site_of_ref(bound[0][1])] += 1
             elif ts.dependencies and all(dts.who_has for dts in ts.dependencies):
-                if key not in self.pinned:
-                    self.place(ts)
-        self.place_free_roots(
-            [ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"]
-        )
-        if reads:
+                self.place(ts)
+        self.place_free_roots(new)
+        if bound_per_site:
             scheduler.log_event(
                 "federation",
-                {"action": "route-graph", "client": client, "reads": dict(reads),
+                {"action": "route-graph", "client": client, "bound": dict(bound_per_site),
                  "stimulus_id": stimulus_id},
             )
+
+    def bind(self, ts: TaskState, kind: str, ref: str) -> None:
+        """Restrict a site-bound task: reads to their dataset's label (parked in the site
+        queue), method calls and result writes to their site."""
+        site = site_of_ref(ref)
+        # where site-bound work runs is the federation's decision, not the user's
+        ts.worker_restrictions = ts.host_restrictions = None
+        ts.loose_restrictions = False
+        self.pinned.add(ts.key)
+        label = site_label(site)
+        if kind == "dataset" and not ref.startswith(f"{site}/{RESULTS}"):
+            label = dataset_label(ref)  # replicas of a dataset may live elsewhere
+        if kind == "dataset" and self.site_queue:
+            self.parked[ts.key] = label
+            ts.resource_restrictions = {HOLD: 1}
+        else:
+            ts.resource_restrictions = {label: 1}
 
     def transition(
         self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any
