@@ -161,3 +161,11 @@ def test_rebalance_and_replicate_stay_inside_the_site(fed):
     assert holder_sites() == {"awi"}
     assert all(len(ws) == 2 for ws in fed.client.who_has(chunks).values())
     fed.client.cancel(chunks)
+
+
+def test_xarray_engine(local_federation, data_root):
+    url = local_federation.address.replace("tcp://", "fed://") + "/awi/sst"
+    ds = xr.open_dataset(url, engine="federation")
+    assert ds.sst.data.name.startswith("read-awi.sst.sst-")
+    local = open_local(site_path(data_root, "awi")).sst
+    np.testing.assert_allclose(float(ds.sst.mean().compute()), float(local.mean()), rtol=1e-5)
