@@ -80,6 +80,10 @@ class DatasetInfo:
     replica_of: str | None = None
     #: sha256 over the coordinates' values: replicas must match their original
     coords_checksum: str = ""
+    #: what derived from it may leave its site: "any", "aggregated" or "none"
+    egress: str = "any"
+    #: with egress "aggregated": the largest result that may leave
+    max_egress_bytes: int | None = None
 
     @property
     def ref(self) -> str:
@@ -113,6 +117,7 @@ class DatasetInfo:
             "nbytes": self.nbytes,
             "chunks": dict(zip(first.dims, first.chunks)) if first else {},
             "description": self.description,
+            "egress": self.egress,
         }
 
     def to_wire(self) -> dict[str, Any]:
@@ -135,6 +140,8 @@ class DatasetInfo:
             version=d["version"],
             replica_of=d.get("replica_of"),
             coords_checksum=d.get("coords_checksum", ""),
+            egress=d.get("egress", "any"),
+            max_egress_bytes=d.get("max_egress_bytes"),
         )
 
     def same_content_as(self, other: DatasetInfo) -> str | None:

@@ -61,7 +61,7 @@ class Federation:
         rows = self._call("federation_catalog")
         columns = [
             "dataset", "site", "variables", "dims", "shape", "dtype", "nbytes", "chunks",
-            "description",
+            "description", "egress",
         ]
         frame = pd.DataFrame(rows, columns=columns)
         frame["shape"] = frame["shape"].map(tuple)

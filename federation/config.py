@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from dask.utils import parse_bytes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 #: Site and dataset names: they appear in ``site/name`` references, resource labels
@@ -44,6 +45,25 @@ class DatasetConfig(BaseModel):
         default=None,
         description="'site/name' of another site's dataset this is an identical copy of",
     )
+    egress: Literal["any", "aggregated", "none"] = Field(
+        default="any",
+        description="what derived from this dataset may leave the site",
+    )
+    max_egress_bytes: str | int | None = Field(
+        default=None,
+        description="with egress: aggregated, the largest result that may leave "
+        "(default: 1% of the dataset's size)",
+    )
+
+    @field_validator("max_egress_bytes")
+    @classmethod
+    def _bytes(cls, v: str | int | None) -> str | int | None:
+        if isinstance(v, str):
+            try:
+                parse_bytes(v)
+            except ValueError:
+                raise ValueError(f"max_egress_bytes {v!r} is not a size like 50MB") from None
+        return v
 
     @field_validator("replica_of")
     @classmethod

@@ -47,3 +47,7 @@ class SiteUnavailable(FederationError):
 
 class ReplicaMismatch(FederationError):
     """A dataset declared ``replica_of`` another one but differs from it."""
+
+
+class PolicyError(FederationError, PermissionError):
+    """A computation would move data out of a site against the dataset's egress policy."""

@@ -9,12 +9,14 @@ heartbeats the hub, and re-announces itself if the hub forgot it (a hub restart)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
 import uuid
 from dataclasses import dataclass, field
 
+from dask.utils import parse_bytes
 from distributed import Nanny
 from distributed.core import rpc
 from distributed.security import Security
@@ -64,6 +66,14 @@ def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
                         cfg.site, name, ds, ds_cfg.description, source.stamp(),
                         replica_of=ds_cfg.replica_of,
                     )
+                )
+                info = infos[-1]
+                limit = ds_cfg.max_egress_bytes
+                if ds_cfg.egress == "aggregated" and limit is None:
+                    limit = info.nbytes // 100  # the default: 1 % of the raw size
+                infos[-1] = dataclasses.replace(
+                    info, egress=ds_cfg.egress,
+                    max_egress_bytes=parse_bytes(limit) if isinstance(limit, str) else limit,
                 )
         except Exception as e:  # any reader error: corrupt store, wrong engine, ...
             raise ConfigError(

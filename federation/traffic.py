@@ -82,5 +82,15 @@ class TrafficRecord:
             if n - before.get(site, 0)
         }
 
+    @property
+    def refusals(self) -> dict[str, int]:
+        """Computations refused by egress policies, by "dataset (policy)"."""
+        start, end = self._snapshots()
+        before = (start or {}).get("refusals", {})
+        return {
+            k: n - before.get(k, 0) for k, n in sorted(end.get("refusals", {}).items())
+            if n - before.get(k, 0)
+        }
+
     def __repr__(self) -> str:
         return f"<TrafficRecord total={self.total} bytes across site borders>"

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from .boundary import BoundaryPlugin
 from .catalog import CatalogPlugin
 from .outage import OutagePlugin
+from .policy import PolicyPlugin
+from .refusal import Refusals
 from .routing import RoutingPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
-    "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "RoutingPlugin",
+    "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
+    "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -38,10 +41,13 @@ def install(scheduler: Scheduler) -> FederationState:
     from .http_api import HttpApiPlugin
 
     routing = RoutingPlugin(state)
+    refusals = Refusals(scheduler, routing)
     for plugin in (
         CatalogPlugin(state), routing, TrafficPlugin(state), BoundaryPlugin(state),
         OutagePlugin(state, routing),
-        TrustPlugin(state, routing),  # after routing: it overrides a refused graph's placement
+        # after routing: these override its placement of what they refuse or pin
+        PolicyPlugin(state, routing, refusals),
+        TrustPlugin(state, refusals),
         DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)

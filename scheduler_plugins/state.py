@@ -66,6 +66,8 @@ class FederationState:
         self.client_identity: dict[str, tuple[str, str] | None] = {}
         self.worker_identity: dict[str, tuple[str, str] | None] = {}
         self.grants = Grants.from_config()
+        #: "dataset (policy)" -> computations refused by egress policies
+        self.egress_refusals: Counter[str] = Counter()
 
     # -- sites ---------------------------------------------------------------------------
 

@@ -82,4 +82,8 @@ class TrafficPlugin(SchedulerPlugin):
 
     async def traffic(self) -> dict[str, Any]:
         await self.collect()
-        return {"rows": self.ledger(), "tasks": dict(self.state.tasks_done)}
+        return {
+            "rows": self.ledger(),
+            "tasks": dict(self.state.tasks_done),
+            "refusals": dict(self.state.egress_refusals),
+        }

@@ -20,18 +20,16 @@ A pattern ``awi/*`` covers awi's datasets, methods and results.
 from __future__ import annotations
 
 import logging
-from time import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from distributed import SchedulerPlugin
 from distributed.comm.addressing import normalize_address
-from distributed.protocol import pickle
 
 from federation.graph import bindings
 from federation.security import identity
 
 from .grants import principal
-from .routing import RoutingPlugin
+from .refusal import Refusals
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: A resource no worker advertises: holds a refused graph's tasks until they are failed.
-REFUSED = "federation:refused"
 
 
 class TrustPlugin(SchedulerPlugin):
@@ -48,12 +44,10 @@ class TrustPlugin(SchedulerPlugin):
 
     name = "federation-trust"
 
-    def __init__(self, state: FederationState, routing: RoutingPlugin):
+    def __init__(self, state: FederationState, refusals: Refusals):
         self.state = state
-        self.routing = routing
+        self.refusals = refusals
         self.grants = state.grants
-        #: key -> why it was refused, until the task is failed
-        self.refused: dict[Any, str] = {}
 
     async def start(self, scheduler: Scheduler) -> None:
         """Wrap the client and worker registration handlers to read certificates."""
@@ -96,36 +90,8 @@ class TrustPlugin(SchedulerPlugin):
             f"{', '.join(map(repr, missing))}; ask the hub operator to add it to "
             "federation.grants. Nothing of this computation ran."
         )
-        for ts in new:
-            self.routing.parked.pop(ts.key, None)
-            self.routing.pinned.discard(ts.key)
-            ts.worker_restrictions = ts.host_restrictions = None
-            ts.resource_restrictions = {REFUSED: 1}
-            ts.loose_restrictions = False
-            self.refused[ts.key] = message
+        self.refusals.refuse(new, PermissionError(message))
         scheduler.log_event(
             "federation", {"action": "graph-refused", "client": client, "missing": missing}
         )
         logger.warning("Refused a graph of %s: %s", who, missing)
-        scheduler.loop.add_callback(self._fail_refused)
-
-    def _fail_refused(self) -> None:
-        scheduler = self.state.scheduler
-        stimulus_id = f"federation-refused-{time()}"
-        recommendations: dict = {}
-        for key, message in list(self.refused.items()):
-            ts = scheduler.tasks.get(key)
-            if ts is None or ts.state != "no-worker":
-                if ts is None or ts.state in ("erred", "forgotten", "released"):
-                    del self.refused[key]
-                continue
-            del self.refused[key]
-            recommendations.update(
-                scheduler.transition(
-                    key, "erred", exception=pickle.dumps(PermissionError(message)),
-                    cause=key, stimulus_id=stimulus_id,
-                )
-            )
-        scheduler.transitions(recommendations, stimulus_id=stimulus_id)
-        if self.refused:  # tasks still waiting on their refused inputs fail through them
-            scheduler.loop.call_later(0.1, self._fail_refused)
