@@ -6,7 +6,7 @@ from benchmarks.soak import soak
 
 
 def test_soak_two_minutes_no_wrong_results():
-    report = soak(minutes=1.5, kill_every=4.0)
+    report = soak(minutes=2.0, kill_every=4.0)
     print(report)
     assert report["wrong_results"] == 0, report
     assert report["workers_killed"] >= 10, report
