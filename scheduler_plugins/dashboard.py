@@ -181,8 +181,9 @@ class DashboardPlugin(SchedulerPlugin):
         queued: Counter[str] = Counter()
         routing = self.scheduler.plugins.get("federation-routing")
         parked = getattr(routing, "parked", {}) or {}
-        for site, _ in list(parked.values()):
-            queued[site] += 1
+        for label in list(parked.values()):  # parked reads: key -> the label they need
+            if site := _label_site({label: 1}):
+                queued[site] += 1
         for ts in list(self.scheduler.unrunnable):
             if ts.key not in parked and (site := _label_site(ts.resource_restrictions)):
                 queued[site] += 1

@@ -1,0 +1,136 @@
+"""Measuring one run the same way for every approach.
+
+* **Cross-border bytes** from the site workers' own counters (``SiteWorkerPlugin``
+  wraps ``get_data`` and counts bytes sent per requester; the ``federation_traffic``
+  worker RPC returns them). A requester of another site, or the client/hub, is a
+  border crossing. For *federation* also ``fed.traffic()`` (the hub's view of the same
+  counters). Reads executed at a site that does not hold the data (only possible with
+  the shared-filesystem assumption) move raw bytes over that filesystem; they are
+  counted from the task stream as ``remote_read_bytes``.
+* **Link bytes** (namespaces only): IP bytes that left each site's and entered the
+  client's shaped link, scheduler messages and heartbeats included.
+* **Peak memory**: RSS of each worker process (and the client), sampled every 0.1 s.
+* **Scheduler CPU**: user+system CPU of the scheduler process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import psutil
+from distributed import Client
+
+from federation.labels import site_of
+
+CLIENT = "client"
+
+
+def worker_sites(client: Client) -> dict[str, str]:
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return {addr: site_of(w["resources"]) or addr for addr, w in info.items()}
+
+
+def _traffic(dask_worker) -> dict:
+    handler = dask_worker.handlers.get("federation_traffic")
+    return handler() if handler else {}
+
+
+def worker_counters(client: Client) -> dict[str, dict[str, list[int]]]:
+    return client.run(_traffic)
+
+
+def cross_border(before: dict, after: dict, sites: dict[str, str]) -> dict[str, Any]:
+    """Bytes that crossed site borders between two counter snapshots."""
+    rows: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for addr, by_who in after.items():
+        src = sites.get(addr, addr)
+        for who, counts in by_who.items():
+            prev = before.get(addr, {}).get(who, [0, 0, 0])
+            dest = sites.get(who, CLIENT) if who else CLIENT
+            row = rows[(src, dest)]
+            for i in range(3):
+                row[i] += counts[i] - prev[i]
+    crossing = {f"{s}->{d}": v for (s, d), v in sorted(rows.items()) if s != d and v[2]}
+    within = sum(v[0] for (s, d), v in rows.items() if s == d)
+    return {
+        "bytes": sum(v[0] for v in crossing.values()),
+        "nbytes": sum(v[1] for v in crossing.values()),
+        "transfers": sum(v[2] for v in crossing.values()),
+        "rows": crossing,
+        "within_sites": within,
+    }
+
+
+def _pid(dask_worker=None, dask_scheduler=None) -> int:
+    return os.getpid()
+
+
+class Sampler:
+    """Peak RSS of some processes, sampled in a thread."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.1):
+        self.procs = {}
+        for name, pid in pids.items():
+            try:
+                self.procs[name] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                pass
+        self.peak: dict[str, int] = defaultdict(int)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, proc in self.procs.items():
+                try:
+                    self.peak[name] = max(self.peak[name], proc.memory_info().rss)
+                except psutil.Error:
+                    pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def remote_reads(stream: list[dict], sites: dict[str, str], chunk_bytes) -> tuple[int, int]:
+    """(bytes, tasks) of reads that ran at a site not holding their dataset.
+
+    Read task keys are ``("read-<site>.<name>.<var>-<token>", i, j, k)``;
+    ``chunk_bytes(key)`` gives the size of the chunk read.
+    """
+    total = n = 0
+    for entry in stream:
+        key = entry["key"]
+        name = key[0] if isinstance(key, tuple) else str(key)
+        if not name.startswith("read-"):
+            continue
+        data_site = name[len("read-"):].split(".", 1)[0]
+        ran_at = sites.get(entry["worker"])
+        if ran_at and ran_at != data_site:
+            total += chunk_bytes(key)
+            n += 1
+    return total, n
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,283 @@
+"""The benchmark driver: runs every workload with every approach and measures them.
+
+It runs where the scientist sits: in the ``client`` namespace (shaped network) or on
+loopback. Both clusters (the federation and the plain Dask one) run side by side on
+the same sites, and the approaches are interleaved per workload, so that the load
+other processes put on the machine hits all approaches alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+from distributed import Client, get_task_stream
+
+import federation
+from federation.catalog import describe_dataset
+from federation.config import load_site_config
+from federation.sources import source_for
+
+from . import approaches as ap
+from .cluster import FederationCluster, PlainCluster, Processes
+from .measure import (
+    Sampler,
+    Timer,
+    _pid,
+    cpu_seconds,
+    cross_border,
+    remote_reads,
+    worker_counters,
+    worker_sites,
+)
+from .network import Loopback, Namespaces
+from .workloads import WORKLOADS, agrees, fingerprint
+
+
+def make_net(spec: dict):
+    if spec["mode"] == "netns":
+        return Namespaces(spec["roles"], bandwidth=spec["bandwidth"])
+    return Loopback()
+
+
+def local_infos(configs: dict[str, str]) -> dict:
+    """Catalog records built at the client from the site configs, for plain Dask."""
+    infos = {}
+    for cfg_path in configs.values():
+        cfg = load_site_config(cfg_path)
+        for name, ds_cfg in cfg.datasets.items():
+            source = source_for(ds_cfg)
+            with source.open() as ds:
+                info = describe_dataset(cfg.site, name, ds, ds_cfg.description, source.stamp())
+            infos[info.ref] = info
+    return infos
+
+
+def chunk_sizer(opened: dict):
+    """key -> bytes of the chunk a read task produces, from the lazy arrays."""
+    layers = {}
+    for ds in opened.values():
+        for v in ds.data_vars.values():
+            arr = v.data
+            layers[arr.name] = (arr.chunks, arr.dtype.itemsize)
+
+    def size(key) -> int:
+        chunks, itemsize = layers.get(key[0], ((), 0))
+        if not chunks:
+            return 0
+        return int(math.prod(c[i] for c, i in zip(chunks, key[1:])) * itemsize)
+
+    return size
+
+
+class Bench:
+    def __init__(self, spec: dict, log=print):
+        self.spec = spec
+        self.log = log
+        self.net = make_net(spec)
+        self.workdir = Path(spec["workdir"])
+        self.procs = Processes(self.workdir / "logs")
+        self.runs: list[dict] = []
+
+    # -- one measured run --------------------------------------------------------------
+
+    def measure(self, workload: str, approach: str, client: Client, fn, fed=None,
+                opened=None) -> dict:
+        sites = worker_sites(client)
+        pids = client.run(_pid)
+        sched_pid = client.run_on_scheduler(_pid)
+        mem_pids = {sites.get(a, a): p for a, p in pids.items()}
+        mem_pids["client"] = os.getpid()
+        record: dict[str, Any] = {"workload": workload, "approach": approach}
+        before = worker_counters(client)
+        links0 = self.net.link_counters()
+        cpu0 = cpu_seconds(sched_pid)
+        traffic = fed.traffic() if fed is not None else contextlib.nullcontext()
+        extra: dict = {}
+        try:
+            with traffic as tr, get_task_stream(client=client) as ts, \
+                    Sampler(mem_pids) as mem, Timer() as timer:
+                result = fn(extra)
+        except Exception as e:  # keep going: one failure must not lose the whole run
+            self.log(f"  {workload}/{approach} FAILED: {type(e).__name__}: {e}")
+            record["error"] = f"{type(e).__name__}: {e}"
+            record["traceback"] = traceback.format_exc()[-3000:]
+            self.runs.append(record)
+            return record
+        cpu1 = cpu_seconds(sched_pid)
+        links1 = self.net.link_counters()
+        after = worker_counters(client)
+        crossing = cross_border(before, after, sites)
+        stream = ts.data
+        sizer = chunk_sizer(opened or {})
+        rr_bytes, rr_tasks = remote_reads(stream, sites, sizer)
+        read_tasks = sum(1 for e in stream if str(e["key"][0] if isinstance(e["key"], tuple)
+                                                  else e["key"]).startswith("read-"))
+        record.update(
+            wall_s=timer.seconds,
+            cross_bytes=crossing["bytes"],
+            cross_nbytes=crossing["nbytes"],
+            cross_transfers=crossing["transfers"],
+            cross_rows=crossing["rows"],
+            within_site_bytes=crossing["within_sites"],
+            remote_read_bytes=rr_bytes,
+            remote_read_tasks=rr_tasks,
+            tasks=len(stream),
+            read_tasks=read_tasks,
+            scheduler_cpu_s=cpu1 - cpu0,
+            scheduler_cpu_per_task_us=(cpu1 - cpu0) / max(len(stream), 1) * 1e6,
+            peak_rss={k: v for k, v in mem.peak.items() if k != "client"},
+            peak_worker_rss=max((v for k, v in mem.peak.items() if k != "client"), default=0),
+            client_peak_rss=mem.peak.get("client", 0),
+            result_nbytes=ap.data_nbytes(result),
+            fingerprint=fingerprint(result),
+            **extra,
+        )
+        if fed is not None:
+            record["fed_traffic_total"] = tr.total
+        if links0 is not None and links1 is not None:
+            record["link_bytes"] = {
+                role: {d: links1[role][d] - links0[role][d] for d in ("out", "in")}
+                for role in links1
+            }
+            record["link_bytes_out_of_sites"] = sum(
+                record["link_bytes"][s]["out"] for s in self.spec["sites"]
+            )
+            record["link_bytes_into_client"] = record["link_bytes"]["client"]["in"]
+        self.runs.append(record)
+        self.log(
+            f"  {workload:12s} {approach:12s} {timer.seconds:8.1f} s  "
+            f"{crossing['bytes'] / 2**20:10.2f} MiB crossed"
+            + (f" (+{rr_bytes / 2**20:.1f} MiB remote reads)" if rr_bytes else "")
+            + f"  peak worker {record['peak_worker_rss'] / 2**20:.0f} MiB"
+        )
+        return record
+
+    # -- the whole matrix --------------------------------------------------------------
+
+    def run(self) -> dict:
+        spec = self.spec
+        started = time.time()
+        configs = spec["configs"]
+        fed_cluster = FederationCluster(self.net, self.procs, configs, spec["hub_port"])
+        plain = PlainCluster(self.net, self.procs, configs, spec["plain_port"])
+        results: dict[str, Any] = {"runs": self.runs}
+        try:
+            self.log("starting the federation (hub + sites) and the plain Dask cluster ...")
+            for cluster in (fed_cluster, plain):  # both at once: start-up overlaps
+                cluster.start_scheduler()
+            for cluster in (fed_cluster, plain):
+                cluster.start_sites()
+            for cluster in (fed_cluster, plain):
+                cluster.wait()
+            fed = federation.connect(fed_cluster.address, timeout="60s", set_as_default=False)
+            pclient = Client(plain.address, timeout="60s", set_as_default=False)
+            try:
+                results["minimum"] = self.matrix(fed, pclient)
+            finally:
+                fed.close()
+                pclient.close()
+        finally:
+            plain.stop()
+            fed_cluster.stop()
+        if spec.get("overhead_tasks"):
+            from .overhead import scheduler_overhead
+
+            self.log(f"scheduler overhead: {spec['overhead_tasks']:,}-task graph, "
+                     "plugin off vs on ...")
+            results["overhead"] = scheduler_overhead(
+                self.net, self.procs, self.workdir, spec, log=self.log
+            )
+        results["driver_seconds"] = time.time() - started
+        results["driver_host"] = {"python": platform.python_version(),
+                                  "cpus": os.cpu_count(), "dask": dask.__version__}
+        return results
+
+    def matrix(self, fed, pclient) -> dict:
+        spec = self.spec
+        infos = local_infos(spec["configs"])
+        open_fed = fed.open_dataset
+        open_plain = ap.catalog_opener(infos)
+        minimum: dict[str, dict] = {}
+        # warm-up: imports, first connections, opened datasets at every worker
+        for client, opener in ((fed.client, open_fed), (pclient, open_plain)):
+            for ref in infos:
+                ds = opener(ref)
+                var = next(iter(ds.data_vars))
+                ds[var].isel(time=slice(0, 1)).mean().compute(scheduler=client)
+        for name in spec["workloads"]:
+            w = WORKLOADS[name]
+            refs = [ref for ref, _, _ in w.inputs]
+            partials = ap.lazy_partials(w, open_fed)
+            partial_nbytes = {ref: ap.data_nbytes(p) for ref, p in partials.items()}
+            result_nbytes = ap.data_nbytes(w.combine(partials))
+            input_nbytes = sum(
+                int(open_fed(ref)[var].sel(**sel).nbytes) for ref, var, sel in w.inputs
+            )
+            minimum[name] = {
+                "description": w.description,
+                "partials": partial_nbytes,
+                "result_nbytes": result_nbytes,
+                "minimum_bytes": w.minimum_bytes(partial_nbytes, result_nbytes),
+                "input_nbytes": input_nbytes,
+            }
+            self.log(f"{name}: {w.description}")
+            opened_fed = {ref: open_fed(ref) for ref in refs}
+            opened_plain = {ref: open_plain(ref) for ref in refs}
+            for approach in spec["approaches"]:
+                if approach == "federation":
+                    self.measure(name, approach, fed.client,
+                                 lambda extra, w=w: ap.run_lazy(w, fed.client, open_fed),
+                                 fed=fed, opened=opened_fed)
+                elif approach == "download":
+                    self.measure(name, approach, fed.client,
+                                 lambda extra, w=w: ap.run_download(
+                                     w, fed.client, open_fed, spec["batch_bytes"], extra),
+                                 opened=opened_fed)
+                elif approach == "hand-pinned":
+                    self.measure(name, approach, pclient,
+                                 lambda extra, w=w: ap.run_lazy(w, pclient, open_plain, pin=True),
+                                 opened=opened_plain)
+                elif approach == "shared-fs":
+                    self.measure(name, approach, pclient,
+                                 lambda extra, w=w: ap.run_lazy(w, pclient, open_plain),
+                                 opened=opened_plain)
+            # same answer from every approach?
+            runs = [r for r in self.runs if r["workload"] == name and "fingerprint" in r]
+            if runs:
+                ref_fp = runs[0]["fingerprint"]
+                for r in runs:
+                    r["agrees_with_" + runs[0]["approach"]] = agrees(ref_fp, r["fingerprint"])
+        return minimum
+
+
+def _print(*args) -> None:
+    print(*args, flush=True)
+
+
+def drive(spec: dict, log=_print) -> dict:
+    bench = Bench(spec, log=log)
+    try:
+        return bench.run()
+    finally:
+        bench.procs.stop_all()
+
+
+def summarize_ratio(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def _np_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)
