@@ -97,16 +97,20 @@ class Processes:
             self.stop(name)
 
 
-class FederationCluster:
-    """``dask federation hub`` plus ``dask federation site`` for every site config."""
-
-    approach_names = ("federation", "download")
+class _Cluster:
+    """A scheduler on the hub's address plus processes for every site config."""
 
     def __init__(self, net, procs: Processes, configs: dict[str, Path], port: int):
         self.net, self.procs, self.configs = net, procs, configs
         self.host = net.host("hub")
         self.port = port
         self.address = f"tcp://{self.host}:{port}"
+
+
+class FederationCluster(_Cluster):
+    """``dask federation hub`` plus ``dask federation site`` for every site config."""
+
+    approach_names = ("federation", "download")
 
     def start_scheduler(self) -> None:
         self.procs.spawn(
@@ -130,15 +134,9 @@ class FederationCluster:
         self.procs.stop("fed-hub")
 
 
-class PlainCluster:
+class PlainCluster(_Cluster):
     """Plain ``dask scheduler`` (no federation plugins) and plain site workers that can
     read every site's data."""
-
-    def __init__(self, net, procs: Processes, configs: dict[str, Path], port: int):
-        self.net, self.procs, self.configs = net, procs, configs
-        self.host = net.host("hub")
-        self.port = port
-        self.address = f"tcp://{self.host}:{port}"
 
     def start_scheduler(self) -> None:
         self.procs.spawn(
