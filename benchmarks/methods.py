@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import tempfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from federation.local import LocalFederation, write_site_config
+
+from .soak import emit
 
 TOOLS = '''
 import numpy
@@ -83,11 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
-    report = measure(args.calls)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(measure(args.calls), args.out)
 
 
 if __name__ == "__main__":

@@ -112,17 +112,21 @@ def soak(minutes: float, kill_every: float = 5.0, days: int = 40) -> dict:
     }
 
 
+def emit(report: dict, out: str | None) -> None:
+    """Print a report as JSON, and write it to ``out`` if given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--kill-every", type=float, default=5.0, help="seconds between kills")
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
-    report = soak(args.minutes, args.kill_every)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(soak(args.minutes, args.kill_every), args.out)
 
 
 if __name__ == "__main__":

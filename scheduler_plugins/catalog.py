@@ -131,10 +131,7 @@ class CatalogPlugin(SchedulerPlugin):
     def _granted(self, comm, ref: str) -> None:
         who = self._who(comm)
         if not self.state.grants.allows(who, ref):
-            raise PermissionError(
-                f"{'user ' + repr(who) if who else 'an anonymous client'} has no grant for "
-                f"{ref!r}; ask the hub operator to add it to federation.grants"
-            )
+            raise PermissionError(self.state.grants.refusal(who, [ref]))
 
     def catalog(self, comm) -> list[dict[str, Any]]:
         """The datasets the asking identity may use."""

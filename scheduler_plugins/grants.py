@@ -33,6 +33,14 @@ class Grants:
         assert self.grants is not None
         return [*self.grants.get(who or "", []), *self.grants.get("*", [])]
 
+    @staticmethod
+    def refusal(who: str | None, refs: list[str]) -> str:
+        """The message for ``who`` lacking grants for ``refs``."""
+        return (
+            f"{'user ' + repr(who) if who else 'an anonymous client'} has no grant for "
+            f"{', '.join(map(repr, refs))}; ask the hub operator to add it to federation.grants"
+        )
+
     def allows(self, who: str | None, ref: str) -> bool:
         if self.grants is None or (who or "").startswith("hub:"):
             return True

@@ -85,11 +85,7 @@ class TrustPlugin(SchedulerPlugin):
         )
         if not missing:
             return
-        message = (
-            f"{'user ' + repr(who) if who else 'an anonymous client'} has no grant for "
-            f"{', '.join(map(repr, missing))}; ask the hub operator to add it to "
-            "federation.grants. Nothing of this computation ran."
-        )
+        message = f"{self.grants.refusal(who, missing)}. Nothing of this computation ran."
         self.refusals.refuse(new, PermissionError(message))
         scheduler.log_event(
             "federation", {"action": "graph-refused", "client": client, "missing": missing}
