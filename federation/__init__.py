@@ -20,6 +20,7 @@ from .errors import (
     ResultError,
     SiteNameTaken,
     SiteUnavailable,
+    StrictRefusal,
     UnknownDatasetError,
     UnknownMethodError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ResultError",
     "SiteNameTaken",
     "SiteUnavailable",
+    "StrictRefusal",
     "UnknownDatasetError",
     "UnknownMethodError",
     "__version__",

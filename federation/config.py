@@ -19,7 +19,14 @@ from typing import Any, Literal
 
 import yaml
 from dask.utils import parse_bytes
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 #: Site and dataset names: they appear in ``site/name`` references, resource labels
 #: and task keys, so they exclude ``/``, ``.``, ``:`` and whitespace.
@@ -113,6 +120,13 @@ class SiteConfig(BaseModel):
         default=None, description="where published results are stored (zarr)"
     )
     tls: TLSConfig | None = Field(default=None, description="certificate files for tls://")
+    strict: bool = Field(
+        default=False, description="workers run only allow-listed callables (see README)"
+    )
+    strict_modules: list[str] = Field(
+        default_factory=list,
+        description="with strict: extra importable modules whose functions the site allows",
+    )
 
     @field_validator("site")
     @classmethod
@@ -128,6 +142,24 @@ class SiteConfig(BaseModel):
             if not NAME_PATTERN.match(str(name)):
                 raise ValueError(f"name {name!r} is not allowed; use {NAME_RULE}")
         return v
+
+    @field_validator("strict_modules")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        for module in v:
+            if not all(part.isidentifier() for part in module.split(".")):
+                raise ValueError(
+                    f"strict_modules: {module!r} is not a module name, e.g. awi_tools.ice"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _strict_modules_need_strict(self) -> SiteConfig:
+        if self.strict_modules and not self.strict:
+            raise ValueError(
+                "strict_modules has no effect without 'strict: true'; set it or remove them"
+            )
+        return self
 
     @field_validator("methods", "workflows")
     @classmethod

@@ -51,3 +51,7 @@ class ReplicaMismatch(FederationError):
 
 class PolicyError(FederationError, PermissionError):
     """A computation would move data out of a site against the dataset's egress policy."""
+
+
+class StrictRefusal(FederationError, PermissionError):
+    """A strict site refused to unpickle or run something not on its allow-list."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ from .methods import MethodInfo, describe_function, load_function
 from .read import SiteWorkerPlugin
 from .results import scan_results
 from .sources import source_for
+from .strict import StrictNanny, StrictPolicy
 
 logger = logging.getLogger("federation.site")
 
@@ -51,6 +53,26 @@ def scan_methods(cfg: SiteConfig) -> list[MethodInfo]:
                 ) from None
             infos.append(describe_function(cfg.site, name, kind, func))
     return infos
+
+
+def check_strict_modules(cfg: SiteConfig) -> None:
+    """Import each of ``strict_modules``; one that cannot be imported stops the site
+    (an allow-list naming a missing module is a typo, not a policy)."""
+    for module in cfg.strict_modules:
+        try:
+            importlib.import_module(module)
+        except Exception as e:
+            raise ConfigError(
+                f"strict_modules: cannot import {module!r}: {type(e).__name__}: {e}. "
+                "The module must be importable at the site (it may sit next to the "
+                "config file)"
+            ) from None
+
+
+def strict_policy(cfg: SiteConfig) -> StrictPolicy:
+    """The allow-list of a strict site: its methods, workflows and ``strict_modules``."""
+    specs = [*cfg.methods.values(), *cfg.workflows.values()]
+    return StrictPolicy(cfg.site, frozenset(specs), tuple(cfg.strict_modules))
 
 
 def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
@@ -122,6 +144,7 @@ class Site:
                 ) from None
         self.catalog = await asyncio.to_thread(scan_catalog, self.cfg)
         self.methods = await asyncio.to_thread(scan_methods, self.cfg)
+        await asyncio.to_thread(check_strict_modules, self.cfg)
         await self.register(deadline=self.timeout)
         await self._start_workers()
         self._heartbeat = asyncio.create_task(self._beat())
@@ -135,10 +158,15 @@ class Site:
         # a replica is read under its original's reference too
         replicas = {ds.replica_of: name for name, ds in self.cfg.datasets.items() if ds.replica_of}
         prefix = self.cfg.site if not self.join else f"{self.cfg.site}-{self.session[:6]}"
+        # a strict site's nannies and workers unpickle and run allow-listed code only
+        nanny, strict = (
+            (StrictNanny, {"strict_policy": strict_policy(self.cfg)}) if self.cfg.strict
+            else (Nanny, {})
+        )
         self.nannies = []
         for i in range(self.cfg.workers):
             self.nannies.append(
-                Nanny(
+                nanny(
                     self.hub,
                     name=f"{prefix}-{i}",
                     nthreads=self.cfg.nthreads,
@@ -155,6 +183,7 @@ class Site:
                             results_dir=self.cfg.results_dir,
                         ),
                     ),
+                    **strict,
                 )
             )
         await asyncio.gather(*self.nannies)

@@ -1,0 +1,248 @@
+"""Strict sites, against a real hub and site processes: awi is strict, geomar is not."""
+
+from __future__ import annotations
+
+import operator
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from distributed import WorkerPlugin
+from distributed.core import rpc
+from distributed.protocol.serialize import ToPickle
+
+from federation import StrictRefusal, strict
+from federation.local import LocalFederation
+
+from .conftest import AWI_METHODS, AWI_TOOLS, make_site, open_local, worker_sites
+
+SIZE = 16 * 180 * 360 * 4  # 16 days, 4 chunks
+
+
+@pytest.fixture(scope="module")
+def strict_federation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("strict")
+    awi = make_site(root, "awi", "sst", "sst.zarr", tools=AWI_TOOLS, size=SIZE, strict=True,
+                    **AWI_METHODS)
+    geomar = make_site(root, "geomar", "chl", "chl.zarr", size=SIZE)
+    with LocalFederation(root / "logs", dashboard=False) as lf:
+        procs = {"awi": lf.start_site(awi, wait=False), "geomar": lf.start_site(geomar, wait=False)}
+        for site, proc in procs.items():
+            lf.wait_for_site(site, proc)
+        lf.root = root
+        with lf.connect() as fed:
+            lf.fed = fed
+            yield lf
+
+
+@pytest.fixture
+def fed(strict_federation):
+    return strict_federation.fed
+
+
+@pytest.fixture
+def marker(strict_federation, request) -> Path:
+    path = strict_federation.root / f"pwned-{request.node.name}"
+    assert not path.exists()
+    return path
+
+
+def _workers(fed, site: str) -> list[str]:
+    return sorted(a for a, s in worker_sites(fed).items() if s == site)
+
+
+def _local_sst(lf) -> xr.DataArray:
+    """awi's data read here, in this process (not by the federation's workers)."""
+    with dask.config.set(scheduler="sync"):
+        return open_local(lf.root / "awi" / "sst.zarr").sst.load()
+
+
+def _assert_strict_site_serves(fed, lf, workers: list[str]) -> None:
+    """The strict worker survived (same address, still connected) and still computes."""
+    assert _workers(fed, "awi") == workers
+    expected = float(_local_sst(lf).mean())
+    assert float(fed.open_dataset("awi/sst").sst.mean().compute()) == pytest.approx(expected)
+
+
+def test_xarray_reductions_methods_and_results_work_on_a_strict_site(strict_federation, fed):
+    local = _local_sst(strict_federation)
+    sst = fed.open_dataset("awi/sst").sst
+    assert float(sst.mean().compute()) == pytest.approx(float(local.mean()))
+    clim = sst.groupby("time.month").mean("time")
+    anomaly = (sst.groupby("time.month") - clim).std("time").compute()
+    expected = (local.groupby("time.month") - local.groupby("time.month").mean("time")).std("time")
+    np.testing.assert_allclose(anomaly.values, expected.values, rtol=1e-5)
+    # across a strict and a non-strict site
+    chl = fed.open_dataset("geomar/chl").chl
+    r = xr.corr(sst.mean(["lat", "lon"]), chl.mean(["lat", "lon"]), dim="time").compute()
+    assert -1 <= float(r) <= 1
+    # published methods, with a lazy argument, and a stored result
+    assert fed.method("awi/echo")(3).compute() == 3
+    scaled = fed.method("awi/scale")(sst.isel(time=0), factor=3.0).compute()
+    np.testing.assert_allclose(scaled.values, 3 * local.isel(time=0).values, rtol=1e-6)
+    ref = fed.publish_result("sst-mean", sst.mean("time"), site="awi")
+    stored = fed.open_dataset(ref).sst.mean().compute()
+    assert float(stored) == pytest.approx(float(local.mean()), rel=1e-5)
+
+
+def test_a_function_from_the_client_is_refused_and_nothing_runs(strict_federation, fed, marker):
+    workers = _workers(fed, "awi")
+
+    def evil(x):
+        marker.write_text("pwned")
+        return x
+
+    # by value (defined in this test): cloudpickle's function builder is refused
+    future = fed.client.submit(evil, 1, resources={"site:awi": 1}, pure=False)
+    with pytest.raises(StrictRefusal, match=r"strict site 'awi' refuses "
+                       r"'cloudpickle\.cloudpickle\._make_function' \(code defined in the "
+                       r"client's session, sent by value\).*strict_modules"):
+        future.result(timeout=30)
+    # mapped onto the site's data (meta given: dask would call evil here to guess it)
+    sst = fed.open_dataset("awi/sst").sst
+    with pytest.raises(StrictRefusal, match="strict site 'awi' refuses"):
+        sst.data.map_blocks(evil, meta=np.array((), dtype="f4")).sum().compute()
+    # by reference: an importable function that is not on the allow-list
+    future = fed.client.submit(os.system, f"touch {marker}", resources={"site:awi": 1})
+    with pytest.raises(StrictRefusal, match=r"refuses 'posix\.system' \(not on the allow-list\)"):
+        future.result(timeout=30)
+    future = fed.client.submit(np.save, str(marker), np.zeros(1), resources={"site:awi": 1})
+    with pytest.raises(StrictRefusal, match=r"'numpy\.save' \(it can do file, process or network"):
+        future.result(timeout=30)
+    assert not marker.exists() and not marker.with_suffix(".npy").exists()
+    _assert_strict_site_serves(fed, strict_federation, workers)
+
+
+def test_the_same_function_runs_on_a_site_that_is_not_strict(fed, marker):
+    def evil(x):
+        marker.write_text("pwned")
+        return x
+
+    assert fed.client.submit(evil, 1, resources={"site:geomar": 1}).result(timeout=30) == 1
+    assert marker.read_text() == "pwned"
+    marker.unlink()
+
+
+class Payload:
+    """Runs a shell command when unpickled by a plain unpickler."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class WriteFile:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.write_text, (self.path, "pwned")
+
+
+def test_crafted_pickles_sent_to_a_strict_worker_do_not_run(strict_federation, fed, marker):
+    workers = _workers(fed, "awi")
+    (addr,) = workers[:1]
+    # straight to the worker, not through the hub (the hub unpickles client graphs);
+    # hash=False: dask's tokenize would unpickle the payload here, in the test
+    [future] = fed.client.scatter([Payload(f"touch {marker}")], workers=[addr], direct=True,
+                                  hash=False)
+    refused = future.result(timeout=30)  # the data is the refusal, nothing ran
+    assert isinstance(refused, StrictRefusal)
+    assert "refuses 'posix.system'" in str(refused)
+
+    async def send_and_fetch(**data):
+        async with rpc(addr) as worker:
+            await worker.update_data(data=data)
+            return await worker.get_data(keys=list(data))
+
+    reply = fed.client.sync(send_and_fetch, crafted=ToPickle(WriteFile(marker)))
+    refused = reply["data"]["crafted"]
+    assert isinstance(refused, StrictRefusal)
+    assert "refuses 'pathlib.Path.write_text'" in str(refused)
+    # geomar (not strict) shows the payload is live
+    geomar = _workers(fed, "geomar")[0]
+    [future] = fed.client.scatter([Payload(f"touch {marker}.geomar")], workers=[geomar],
+                                  direct=True, hash=False)
+    future.result(timeout=30)
+    assert Path(f"{marker}.geomar").exists()
+    assert not marker.exists()
+    _assert_strict_site_serves(fed, strict_federation, workers)
+
+
+def test_client_run_and_plugins_are_refused(strict_federation, fed, marker):
+    workers = _workers(fed, "awi")
+
+    def evil():
+        marker.write_text("pwned")
+
+    # the hub relays the worker's error as text: distributed's broadcast does not unpickle it
+    with pytest.raises(Exception, match="StrictRefusal.*strict site 'awi' does not run code "
+                       "sent outside a task"):
+        fed.client.run(evil, workers=workers[:1])
+    with pytest.raises(Exception, match="StrictRefusal.*strict site 'awi' does not run code"):
+        fed.client.run(evil, workers=workers[:1], nanny=True)
+
+    class Evil(WorkerPlugin):
+        name = "evil"
+
+        def setup(self, worker):
+            Path(f"{marker}.{worker.name}").write_text("pwned")
+
+    with pytest.raises(StrictRefusal, match="does not install plugins"):
+        fed.client.register_plugin(Evil())
+    assert not any(marker.parent.glob(f"{marker.name}*awi*")) and not marker.exists()
+    assert list(marker.parent.glob(f"{marker.name}*geomar*"))  # the open site ran it
+    with pytest.raises(KeyError, match="evil"):  # removed at geomar; awi never had it
+        fed.client.unregister_worker_plugin("evil")
+    _assert_strict_site_serves(fed, strict_federation, workers)
+
+
+def test_strict_modules_that_cannot_be_imported_stop_the_site(tmp_path):
+    cfg = make_site(tmp_path, "awi", "sst", "sst.zarr", size=5 * 180 * 360 * 4, strict=True,
+                    strict_modules=["no_such_module_xyz"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "federation.cli", "site", str(cfg), "--hub", "tcp://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 2
+    assert "strict_modules: cannot import 'no_such_module_xyz': ModuleNotFoundError" in proc.stderr
+
+
+# -- the allow-list itself, without a federation ------------------------------------------
+
+
+@pytest.fixture
+def policy(monkeypatch):
+    monkeypatch.setattr(strict, "_policy", strict.StrictPolicy("awi"))
+
+
+@pytest.mark.parametrize("payload, refused", [
+    (operator.attrgetter("__init__.__globals__"), "operator.attrgetter('__init__.__globals__')"),
+    (operator.methodcaller("tofile", "/tmp/x"), "operator.methodcaller('tofile')"),
+    (np.load, "numpy.load"),
+    (xr.open_dataset, "xarray.backends.api.open_dataset"),
+    (subprocess.Popen, "subprocess.Popen"),
+    (eval, "builtins.eval"),
+])
+def test_gadgets_are_refused_while_unpickling(policy, payload, refused):
+    obj = strict.restricted_loads(pickle.dumps(payload))
+    assert isinstance(obj, strict.Refused)
+    assert f"refuses {refused!r}" in obj.refusal
+    with pytest.raises(StrictRefusal):
+        obj("anything")
+
+
+def test_ordinary_values_unpickle_unchanged(policy):
+    ds = xr.Dataset({"a": ("x", np.arange(3.0))}, coords={"x": [1, 2, 3]})
+    value = {"ds": ds, "f": operator.attrgetter("values"), "s": slice(1, 2)}
+    back = strict.restricted_loads(pickle.dumps(value))
+    xr.testing.assert_identical(back["ds"], ds)
+    assert back["f"](ds.a).tolist() == [0.0, 1.0, 2.0] and back["s"] == slice(1, 2)
