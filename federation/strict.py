@@ -22,6 +22,7 @@ is refused by the strict worker and nanny themselves.
 
 from __future__ import annotations
 
+import builtins
 import io
 import logging
 import operator
@@ -88,6 +89,9 @@ DENIED_NAMES = frozenset({
     "widgets", "visualize", "dot_graph", "filetext", "filetexts", "ensure_file",
     "ensure_dir", "changed_cwd", "show_versions", "print_versions", "system", "popen",
     "compile", "exec",
+    # frames and their globals, reachable from generators and tracebacks
+    "f_globals", "f_builtins", "f_locals", "f_back", "gi_frame", "cr_frame", "ag_frame",
+    "tb_frame",
 })
 DENIED_PREFIXES = (
     "read_", "open_", "to_", "save", "load", "write", "dump", "import", "from_zarr",
@@ -141,7 +145,13 @@ class StrictPolicy:
     def refusal(self, module: str, name: str) -> str | None:
         """Why the global ``module:name`` is refused, or ``None`` if it is allowed."""
         ref = f"{module}:{name}"
-        if ref in ALLOWED_GLOBALS or ref in self.functions or _in(module, ALLOWED_MODULES):
+        if ref in ALLOWED_GLOBALS or ref in self.functions:
+            return None
+        if any(part.startswith("__") for part in (*module.split("."), *name.split("."))):
+            # a dotted name is an attribute path: Dataset.__init__.__globals__ reaches
+            # the builtins (eval) of an allowed module
+            return "private attributes reach code objects and globals"
+        if _in(module, ALLOWED_MODULES):
             return None
         if module == "builtins":
             if name in SAFE_BUILTINS or _is_exception(name):
@@ -159,8 +169,6 @@ class StrictPolicy:
 
 
 def _is_exception(name: str) -> bool:
-    import builtins
-
     obj = getattr(builtins, name, None)
     return isinstance(obj, type) and issubclass(obj, BaseException)
 

@@ -240,6 +240,19 @@ def test_gadgets_are_refused_while_unpickling(policy, payload, refused):
         obj("anything")
 
 
+def _global(module: str, name: str) -> bytes:
+    """A pickle of just the global ``module:name`` (a dotted name walks attributes)."""
+    text = [bytes([0x8C, len(part)]) + part.encode() for part in (module, name)]
+    return b"\x80\x04" + text[0] + text[1] + b"\x93."
+
+
+def test_attribute_paths_in_global_names_are_refused(policy):
+    obj = strict.restricted_loads(_global("xarray", "Dataset.__init__.__globals__"))
+    assert isinstance(obj, strict.Refused)
+    assert "private attributes reach code objects and globals" in obj.refusal
+    assert strict.restricted_loads(_global("xarray", "Dataset")) is xr.Dataset
+
+
 def test_ordinary_values_unpickle_unchanged(policy):
     ds = xr.Dataset({"a": ("x", np.arange(3.0))}, coords={"x": [1, 2, 3]})
     value = {"ds": ds, "f": operator.attrgetter("values"), "s": slice(1, 2)}
