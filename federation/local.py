@@ -91,6 +91,7 @@ class LocalFederation:
             tls = ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
         self._spawn(
             "hub", "hub", "--host", self.host, "--port", str(self.port),
+            "--relay-port", str(free_port()),
             "--dashboard-address", dash, *tls, *self.hub_args,
         )
         deadline = time.monotonic() + 60

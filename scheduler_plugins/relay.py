@@ -7,8 +7,9 @@ connection, to dial back with a one-time token and then splices the two connecti
 After the one JSON line that opens a connection the relay only copies bytes, counting
 them per (from site, to site) for the dashboard and the HTTP API.
 
-The port is the scheduler port + 3 unless ``federation.relay.port`` says otherwise
-(``0``: any free port); sites learn it from the reply to their registration.
+It listens on ``federation.relay.port`` (``dask federation hub --relay-port``, 8789 by
+default there; any free port when the config does not say) on the scheduler's host; sites
+learn the port from the reply to their registration.
 """
 
 from __future__ import annotations
@@ -202,10 +203,14 @@ class RelayPlugin(SchedulerPlugin):
 
     async def start(self, scheduler: Scheduler) -> None:
         """Listen beside the scheduler; install ``federation_relay_reset``."""
-        port = dask.config.get("federation.relay.port", None)
-        if port is None:
-            port = scheduler.port + 3 if scheduler.port else 0
-        self.state.relay_port = await self.relay.start(None, int(port))
+        port = int(dask.config.get("federation.relay.port", 0))
+        host = None if scheduler.ip in ("", "0.0.0.0", "::") else scheduler.ip
+        try:
+            self.state.relay_port = await self.relay.start(host, port)
+        except OSError as e:  # the hub keeps running; outbound-only sites learn the port
+            self.state.relay_port = await self.relay.start(host, 0)
+            logger.error("Relay port %d is not available (%s); listening on %d instead",
+                         port, e, self.state.relay_port)
         # the hub's own connections to relayed workers count as "hub", not "client"
         dask.config.set({"federation.relay.origin": "hub"})
         scheduler.handlers["federation_relay_reset"] = self.reset
