@@ -26,6 +26,12 @@ def _mib(b: float | None) -> str:
     return f"{b / MiB:,.1f} MiB"
 
 
+def _payload_ratio(r: dict, m: dict) -> str:
+    if "cross_nbytes" not in r or not m["minimum_bytes"]:
+        return "–"
+    return f"{r['cross_nbytes'] / m['minimum_bytes']:,.2f}"
+
+
 def runs_by(results: dict) -> dict[tuple[str, str], dict]:
     return {(r["workload"], r["approach"]): r for r in results["runs"]}
 
@@ -76,8 +82,9 @@ def markdown(results: dict) -> str:
         "Approaches: " + "; ".join(f"**{a}** — {DESCRIPTIONS[a]}" for a in APPROACHES) + ".",
         "",
         "| workload | approach | wall s | vs federation | crossed borders | theoretical min "
-        "| crossed / min | peak worker RSS | sched CPU µs/task | tasks | same result |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+        "| crossed / min | payload / min | peak worker RSS | sched CPU µs/task | tasks "
+        "| same result |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]
     by = runs_by(results)
     for name, m in results.get("minimum", {}).items():
@@ -87,7 +94,7 @@ def markdown(results: dict) -> str:
             if r is None:
                 continue
             if "error" in r:
-                lines.append(f"| {name} | {approach} | failed: {r['error'][:60]} |" + " |" * 8)
+                lines.append(f"| {name} | {approach} | failed: {r['error'][:60]} |" + " |" * 9)
                 continue
             crossed = _mib(r["cross_bytes"])
             total = r["cross_bytes"]
@@ -99,7 +106,8 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {name} | {approach} | {r['wall_s']:.1f} | {vs} | {crossed} | "
                 f"{_mib(m['minimum_bytes'])} | {total / m['minimum_bytes']:,.2f} | "
-                f"{_mib(r['peak_worker_rss'])} | {r['scheduler_cpu_per_task_us']:,.0f} | "
+                f"{_payload_ratio(r, m)} | {_mib(r['peak_worker_rss'])} | "
+                f"{r['scheduler_cpu_per_task_us']:,.0f} | "
                 f"{r['tasks']:,} | {'yes' if all(agree) else 'NO'} |"
             )
     lines += [
@@ -109,7 +117,11 @@ def markdown(results: dict) -> str:
         "*remote reads*: raw chunks read by a worker of another site through the assumed "
         "shared filesystem (free here, since the files are local; over a WAN they would "
         "cross the links). *theoretical min*: the partial results that must cross "
-        "(the result to the client; for the correlation one of the two series).",
+        "(the result to the client; for the correlation one of the two series, see "
+        "`Workload.minimum_bytes`). *payload / min*: the `nbytes` of the values that "
+        "crossed (without remote reads) over the minimum; *crossed* counts wire bytes, "
+        "which add a few hundred bytes of framing per transfer — for the correlation's "
+        "one-month chunks of a time series (240 bytes each) most of what crosses.",
     ]
     if any("link_bytes_out_of_sites" in r for r in results["runs"]):
         lines += ["", "Bytes on the shaped links (IP level, scheduler messages included):", "",

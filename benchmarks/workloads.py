@@ -79,9 +79,15 @@ class Workload:
     notes: list[str] = field(default_factory=list)
 
     def minimum_bytes(self, partial_nbytes: dict[str, int], result_nbytes: int) -> int:
-        """What must cross a border at least: either every partial goes to the client,
-        or all partials go to the site with the largest one, and the result to the
-        client (whichever is smaller)."""
+        """What must cross a border at least, in bytes of values (``nbytes``).
+
+        Either every partial goes to the client, or all partials go to the site with
+        the largest one, and the result to the client (whichever is smaller). For the
+        correlation that is one of the two area-mean series plus the scalar: pairing
+        ``a[t]`` with ``b[t]`` needs both series at one place. Not counted: the
+        area-weights array xarray derives from the shared latitude coordinate (one
+        task used by both sites, so one copy crosses; 1,440 bytes) and the wire
+        framing of each transfer (the report's *payload / min* leaves it out too)."""
         total = sum(partial_nbytes.values())
         if not self.combine_computes:
             return total if len(partial_nbytes) > 1 else result_nbytes

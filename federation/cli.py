@@ -53,6 +53,10 @@ def _security(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None
     "--dashboard-address", default=":8787", show_default=True,
     help="Dashboard / HTTP address",
 )
+@click.option(
+    "--relay-port", default=8789, show_default=True,
+    help="Port of the relay that outbound-only sites connect to (0: any free port)",
+)
 @click.option("--preload", multiple=True, help="Extra scheduler preload modules")
 @click.option(
     "--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -60,7 +64,8 @@ def _security(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None
 )
 @tls_options
 def hub(
-    host: str | None, port: int, dashboard_address: str, preload: tuple[str, ...],
+    host: str | None, port: int, dashboard_address: str, relay_port: int,
+    preload: tuple[str, ...],
     config_file: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
 ) -> None:
     """Run the federation hub: a Dask scheduler with the federation plugins."""
@@ -76,6 +81,7 @@ def hub(
         if not isinstance(settings, dict):
             raise click.UsageError(f"{config_file}: expected a mapping of federation settings")
         dask.config.update(dask.config.config, {"federation": settings}, priority="new")
+    dask.config.set({"federation.relay.port": relay_port})
     security = _security(tls_ca_file, tls_cert, tls_key)
     asyncio.run(run_hub(host, port, dashboard_address, preload, security=security))
 

@@ -32,6 +32,10 @@ from pydantic import (
 #: and task keys, so they exclude ``/``, ``.``, ``:`` and whitespace.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 NAME_RULE = "letters, digits, '_' and '-', starting with a letter or digit"
+#: how a site is reached: ``direct`` (its workers accept connections) or
+#: ``outbound-only`` (behind a firewall; everything crossing its border goes through
+#: connections the site opens to the hub's relay)
+CONNECTIVITY = ("direct", "outbound-only")
 
 
 class ConfigError(ValueError):
@@ -109,6 +113,13 @@ class SiteConfig(BaseModel):
     nthreads: int = Field(default=2, ge=1, description="threads per worker")
     memory_limit: str | int = Field(default="auto", description="per worker, e.g. 4GiB")
     local_directory: str | None = Field(default=None, description="scratch/spill directory")
+    connectivity: Literal["direct", "outbound-only"] | None = Field(
+        default=None, description="direct | outbound-only (default: the hub's setting)"
+    )
+    listen_host: str | None = Field(
+        default=None,
+        description="site-internal address outbound-only workers listen on (127.0.0.1)",
+    )
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
     methods: dict[str, str] = Field(
         default_factory=dict, description="shared methods: name -> module:function"

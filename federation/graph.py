@@ -22,22 +22,29 @@ Binding = tuple[Literal["dataset", "method", "result"], str]
 SITE_BOUND: dict[Any, str] = {read_chunk: "dataset", run_method: "method", write_result: "result"}
 
 
+#: what may hold a call; the leaves of a spec (strings, slices, numbers, TaskRefs) are
+#: skipped without a recursive call: the hub walks every task of every graph
+_NESTED = (Task, DataNode, dict, list, tuple)
+
+
 def bindings(node: Any) -> Iterator[Binding]:
     """``(kind, reference)`` for every site-bound call inside a task spec."""
     if isinstance(node, Task):
         kind = SITE_BOUND.get(node.func)
         if kind is not None:
             yield kind, node.args[0]  # type: ignore[misc]
-        for arg in (*node.args, *node.kwargs.values()):
-            yield from bindings(arg)
+        children: Any = (*node.args, *node.kwargs.values())
     elif isinstance(node, DataNode):
-        yield from bindings(node.value)
+        children = (node.value,)
     elif isinstance(node, dict):
-        for value in node.values():
-            yield from bindings(value)
+        children = node.values()
     elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from bindings(value)
+        children = node
+    else:
+        return
+    for child in children:
+        if isinstance(child, _NESTED):
+            yield from bindings(child)
 
 
 def site_of_ref(ref: str) -> str:

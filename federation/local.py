@@ -45,6 +45,7 @@ class LocalFederation:
         dashboard: bool = True,
         tls: tuple[str, str, str] | None = None,
         hub_args: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,9 @@ class LocalFederation:
         #: (CA file, certificate, key) of the hub, for a tls:// federation
         self.tls = tls
         self.hub_args = hub_args
-        self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{self.port}"
+        #: the hub listens here; sites in other network namespaces reach it there
+        self.host = host
+        self.address = f"{'tls' if tls else 'tcp'}://{host}:{self.port}"
         self.processes: dict[str, subprocess.Popen] = {}
 
     @property
@@ -62,11 +65,13 @@ class LocalFederation:
             return None
         return f"http://127.0.0.1:{self.dashboard_port}/status"
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, *args: str, wrapper: tuple[str, ...] = ()
+    ) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "federation.cli", *args],
+            [*wrapper, sys.executable, "-m", "federation.cli", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -85,7 +90,8 @@ class LocalFederation:
             ca, cert, key = map(str, self.tls)
             tls = ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
         self._spawn(
-            "hub", "hub", "--host", "127.0.0.1", "--port", str(self.port),
+            "hub", "hub", "--host", self.host, "--port", str(self.port),
+            "--relay-port", str(free_port()),
             "--dashboard-address", dash, *tls, *self.hub_args,
         )
         deadline = time.monotonic() + 60
@@ -93,19 +99,23 @@ class LocalFederation:
             if self.processes["hub"].poll() is not None:
                 raise RuntimeError(f"hub exited:\n{self.log('hub')}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((self.host, self.port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.2)
         raise TimeoutError(f"hub did not start:\n{self.log('hub')}")
 
     def start_site(
-        self, config: str | os.PathLike, *extra: str, name: str | None = None, wait: bool = True
+        self, config: str | os.PathLike, *extra: str, name: str | None = None,
+        wait: bool = True, wrapper: tuple[str, ...] = (),
     ) -> subprocess.Popen:
         """Start ``dask federation site CONFIG --hub <this hub>``; wait until its workers
-        are connected (unless ``wait=False``)."""
+        are connected (unless ``wait=False``). ``wrapper`` prefixes the command, e.g.
+        ``("ip", "netns", "exec", "awi")`` to run the site in its own network namespace."""
         name = name or Path(config).stem
-        proc = self._spawn(name, "site", str(config), "--hub", self.address, *extra)
+        proc = self._spawn(
+            name, "site", str(config), "--hub", self.address, *extra, wrapper=wrapper
+        )
         if wait:
             self.wait_for_site(name, proc)
         return proc

@@ -17,8 +17,11 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 
+import dask
 from dask.utils import parse_bytes
 from distributed import Nanny
+from distributed.comm import get_address_host
+from distributed.comm.addressing import unparse_host_port
 from distributed.core import rpc
 from distributed.security import Security
 
@@ -127,6 +130,7 @@ class Site:
     methods: list[MethodInfo] = field(default_factory=list)
     nannies: list[Nanny] = field(default_factory=list)
     _heartbeat: asyncio.Task | None = None
+    connectivity: str = "direct"
     _closing: bool = False
 
     async def start(self) -> None:
@@ -146,8 +150,9 @@ class Site:
         self.methods = await asyncio.to_thread(scan_methods, self.cfg)
         await asyncio.to_thread(check_strict_modules, self.cfg)
         await self.register(deadline=self.timeout)
-        await self._start_workers()
+        # beat while the workers start: a slow start must not let the registration lapse
         self._heartbeat = asyncio.create_task(self._beat())
+        await self._start_workers()
         logger.info(
             "Site %s serving %s with %d worker(s) at hub %s",
             self.cfg.site, [d.name for d in self.catalog], len(self.nannies), self.hub,
@@ -176,6 +181,7 @@ class Site:
                     ),
                     local_directory=self.cfg.local_directory,
                     security=self.security,
+                    protocol="relay" if self.connectivity == "outbound-only" else None,
                     plugins=(
                         SiteWorkerPlugin(
                             self.cfg.site, sources, replicas=replicas,
@@ -216,7 +222,7 @@ class Site:
         while True:
             try:
                 async with self._hub() as hub:
-                    await hub.federation_register_site(
+                    reply = await hub.federation_register_site(
                         site=self.cfg.site,
                         session=self.session,
                         datasets=[d.to_wire() for d in self.catalog],
@@ -224,7 +230,9 @@ class Site:
                         results=await asyncio.to_thread(scan_results, self.cfg),
                         accepts_results=self.cfg.results_dir is not None,
                         join=self.join,
+                        connectivity=self.cfg.connectivity,
                     )
+                self._use_connectivity(reply)
                 return
             except OSError as e:
                 if give_up is not None and loop.time() > give_up:
@@ -235,6 +243,23 @@ class Site:
                 await asyncio.sleep(delay)
                 if give_up is None:
                     delay = min(delay * 2, 30.0)
+
+    def _use_connectivity(self, reply: dict) -> None:
+        """Outbound-only: workers and nannies listen on ``relay://`` (see federation.relay).
+
+        The relay settings travel to the worker processes with the dask config that
+        each Nanny hands its worker.
+        """
+        self.connectivity = reply.get("connectivity", "direct")
+        if self.connectivity != "outbound-only":
+            return
+        hub_host = get_address_host(self.hub)
+        dask.config.set({
+            "federation.relay.address": unparse_host_port(hub_host, reply["relay"]["port"]),
+            "federation.relay.site": self.cfg.site,
+            "federation.relay.token": reply["relay"]["token"],
+            "federation.relay.listen-host": self.cfg.listen_host or "127.0.0.1",
+        })
 
     async def _beat(self) -> None:
         delay = HEARTBEAT_INTERVAL

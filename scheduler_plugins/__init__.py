@@ -16,6 +16,7 @@ from .catalog import CatalogPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
 from .refusal import Refusals
+from .relay import RelayPlugin
 from .routing import RoutingPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
-    "RoutingPlugin",
+    "RelayPlugin", "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -47,7 +48,7 @@ def install(scheduler: Scheduler) -> FederationState:
         OutagePlugin(state, routing),
         # after routing: these override its placement of what they refuse or pin
         PolicyPlugin(state, routing, refusals),
-        TrustPlugin(state, refusals),
+        TrustPlugin(state, refusals), RelayPlugin(state),
         DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import dask
 from distributed import SchedulerPlugin
 
 from federation.catalog import DatasetInfo
+from federation.config import CONNECTIVITY
 from federation.methods import MethodInfo
 from federation.security import identity
 
@@ -92,6 +94,7 @@ class CatalogPlugin(SchedulerPlugin):
         results: list[dict] = (),
         accepts_results: bool = False,
         join: bool = False,
+        connectivity: str | None = None,
     ) -> dict[str, Any]:
         ident = identity(comm.extra_info.get("peercert"))
         if self.state.scheduler.address.startswith("tls://") and ident != ("site", site):
@@ -106,16 +109,27 @@ class CatalogPlugin(SchedulerPlugin):
         for ref in [i.ref for i in infos] + [m.ref for m in method_infos]:
             if not ref.startswith(f"{site}/"):
                 raise ValueError(f"site {site!r} announced {ref!r} of another site")
+        # the hub's default applies to sites that do not say
+        connectivity = connectivity or dask.config.get("federation.connectivity", "direct")
+        if connectivity not in CONNECTIVITY:
+            raise ValueError(
+                f"connectivity {connectivity!r} of site {site!r} is not one of {CONNECTIVITY}"
+            )
         self.state.register(
             site, session, comm.peer_address, infos, methods=method_infos, results=stored,
-            accepts_results=accepts_results, join=join,
+            accepts_results=accepts_results, join=join, connectivity=connectivity,
         )
         self.state.scheduler.log_event(
             "federation",
             {"action": "site-registered", "site": site, "datasets": [i.name for i in infos]},
         )
         logger.info("Site %s registered with datasets %s", site, [i.name for i in infos])
-        return {"status": "OK"}
+        reply: dict[str, Any] = {"status": "OK", "connectivity": connectivity}
+        if connectivity == "outbound-only":
+            reply["relay"] = {
+                "port": self.state.relay_port, "token": self.state.relay.token_for(site),
+            }
+        return reply
 
     def heartbeat(self, site: str, session: str) -> dict[str, str]:
         return {"status": "OK" if self.state.heartbeat(site, session) else "unknown"}

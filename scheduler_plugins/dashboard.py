@@ -5,7 +5,8 @@ the way distributed mounts its pages (a :func:`distributed.dashboard.core.BokehA
 added to ``scheduler.http_application``) and adds "Federation" to the dashboard's
 navigation bar. The page updates live:
 
-* **Sites**: status, workers, threads, memory used / limit, datasets, methods.
+* **Sites**: status, connectivity (direct, or outbound-only with the bytes the relay
+  carried), workers, threads, memory used / limit, datasets, methods.
 * **Tasks per site** right now (processing, queued at the site, in memory, erred) and
   the progress of the site's current computation (tasks done since it got busy).
 * **Traffic**: source × destination heat maps of bytes across site borders,
@@ -245,6 +246,12 @@ def _fmt_bytes(n: float) -> str:
     return format_bytes(int(n)) if n else "0 B"
 
 
+def _connectivity(site: dict) -> str:
+    if site.get("connectivity") != "outbound-only":
+        return "direct"
+    return f"outbound-only, {_fmt_bytes(site.get('relayed_bytes', 0))} relayed"
+
+
 class FederationPage:
     """The Bokeh models of one open page; ``update*`` refresh them from the hub state."""
 
@@ -273,14 +280,15 @@ class FederationPage:
 
         # sites
         self.sites_source = ColumnDataSource(self._empty(
-            "site", "status", "workers", "nthreads", "memory", "datasets", "methods",
-            "tasks_done"))
+            "site", "status", "connectivity", "workers", "nthreads", "memory", "datasets",
+            "methods", "tasks_done"))
         self.sites_table = DataTable(
             source=self.sites_source, index_position=None, height=140,
             sizing_mode="stretch_width", name="federation-sites",
             columns=[
                 TableColumn(field="site", title="Site"),
                 TableColumn(field="status", title="Status"),
+                TableColumn(field="connectivity", title="Connectivity", width=200),
                 TableColumn(field="workers", title="Workers"),
                 TableColumn(field="nthreads", title="Threads"),
                 TableColumn(field="memory", title="Memory used / limit"),
@@ -420,6 +428,7 @@ class FederationPage:
         self._set(self.sites_source, {
             "site": list(sites),
             "status": [s["status"] for s in sites.values()],
+            "connectivity": [_connectivity(s) for s in sites.values()],
             "workers": [len(s["workers"]) for s in sites.values()],
             "nthreads": [s["nthreads"] for s in sites.values()],
             "memory": [f"{_fmt_bytes(s['memory_used'])} / {_fmt_bytes(s['memory_limit'])}"

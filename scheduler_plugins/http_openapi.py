@@ -72,6 +72,10 @@ SCHEMAS: dict[str, Any] = {
             "datasets": {"type": "array", "items": {"type": "string"}},
             "methods": {"type": "array", "items": {"type": "string"}},
             "tasks_done": {"type": "integer"},
+            "connectivity": {"enum": ["direct", "outbound-only"]},
+            "relayed_bytes": {
+                "type": "integer", "description": "bytes the hub's relay carried to/from it",
+            },
         },
     },
     "CatalogRow": {

@@ -14,8 +14,9 @@ the scheduler's own placement, work stealing and retries respect them:
 3. **The site queue.** Restricted tasks bypass the scheduler's root-task queuing, so
    a big read would be sent to a site's workers all at once and flood their memory.
    Reads are therefore parked (in ``no-worker``, restricted to a label no worker has)
-   and admitted per site as thread slots free up and while the site's memory allows,
-   like distributed's own ``worker-saturation`` queuing but per site.
+   and admitted per site, in batches, up to ``saturation`` tasks per thread of the
+   site and while the site's memory allows, like distributed's own
+   ``worker-saturation`` queuing but per site.
 
 Nothing is ever unrestricted once bound, so a site with no live workers makes its
 tasks wait instead of sending them elsewhere.
@@ -41,7 +42,7 @@ from federation.read import RESULTS
 from .state import FederationState
 
 if TYPE_CHECKING:
-    from distributed.scheduler import Scheduler, TaskState
+    from distributed.scheduler import Scheduler, TaskState, WorkerState
 
 #: A resource no worker advertises: parks a read in ``no-worker`` until admitted.
 HOLD = "federation:held"
@@ -65,8 +66,10 @@ class RoutingPlugin(SchedulerPlugin):
     state:
         The hub's shared :class:`~scheduler_plugins.state.FederationState`.
     saturation:
-        Admitted tasks per worker thread of a site (default: distributed's
-        ``distributed.scheduler.worker-saturation``, else 1.1).
+        Tasks a site may be processing per worker thread before no more reads are
+        admitted into it (reads and other tasks alike). Above 1 so that a thread
+        finds its next read already at the worker instead of waiting for the hub to
+        admit one. Default: ``federation.site-queue.saturation`` in dask config, else 2.
     memory_fraction:
         Stop admitting reads into a site while its workers' process memory exceeds
         this fraction of their combined memory limit (one task is always admitted
@@ -89,9 +92,8 @@ class RoutingPlugin(SchedulerPlugin):
     ):
         self.state = state
         if saturation is None:
-            saturation = dask.config.get("distributed.scheduler.worker-saturation")
-            saturation = 1.1 if math.isinf(saturation) else saturation
-        self.saturation = saturation
+            saturation = dask.config.get("federation.site-queue.saturation", 2.0)
+        self.saturation = float(saturation)
         if memory_fraction is None:
             memory_fraction = dask.config.get("federation.site-queue.memory-fraction", 0.6)
         self.memory_fraction = float(memory_fraction)
@@ -106,6 +108,11 @@ class RoutingPlugin(SchedulerPlugin):
         #: dataset's label may be served by several sites (replicas)
         self.queues: dict[str, list] = defaultdict(list)
         self._admit_scheduled = False
+        #: label -> workers advertising it; built on demand, dropped whenever workers
+        #: come or go (and on every poll, in case a worker's resources changed)
+        self._label_workers: dict[str, list[WorkerState]] = {}
+        #: worker address -> site (None: not a site worker), same lifetime
+        self._worker_site: dict[str, str | None] = {}
         self.scheduler: Scheduler | None = None
 
     async def start(self, scheduler: Scheduler) -> None:
@@ -116,7 +123,7 @@ class RoutingPlugin(SchedulerPlugin):
         the poll catches that and any other missed wake-up.
         """
         self.scheduler = scheduler
-        poll = PeriodicCallback(self._schedule_admit, 200)
+        poll = PeriodicCallback(self._poll, 200)
         scheduler.periodic_callbacks["federation-site-queue"] = poll
         if scheduler.status == Status.running:
             poll.start()
@@ -175,34 +182,40 @@ class RoutingPlugin(SchedulerPlugin):
 
         Runs after each transition, before the recommendations it produced are
         processed: when a task lands in memory, its newly ready dependents are
-        bound here, before the scheduler picks their worker.
+        bound here, before the scheduler picks their worker. Called for every
+        transition of every task, so it does the least it can for the rest.
         """
-        scheduler = self.scheduler
-        if scheduler is None:
+        if finish == "memory":
+            self._landed(key, start, kwargs.get("worker"))
+        elif finish == "no-worker" and (label := self.parked.get(key)) is not None:
+            heapq.heappush(self.queues[label], (self.scheduler.tasks[key].priority, key))
+            self._schedule_admit()
             return
-        ts = scheduler.tasks.get(key)
-        if finish == "memory" and ts is not None:
-            if start == "processing" and (worker := kwargs.get("worker")):
-                ws = scheduler.workers.get(worker)
-                site = self.state.site_of_worker(ws) if ws else self.state.worker_site.get(worker)
-                if site:
-                    self.state.tasks_done[site] += 1
-            for dts in ts.dependents:
-                if dts.state == "waiting" and not dts.waiting_on and dts.key not in self.pinned:
-                    self.place(dts)
-        if finish == "no-worker" and key in self.parked and ts is not None:
-            heapq.heappush(self.queues[self.parked[key]], (ts.priority, key))
-            self._schedule_admit()
-        elif start in ("processing", "memory"):
-            # a slot or memory freed up somewhere
-            self._schedule_admit()
-        if finish == "forgotten":
+        elif finish == "forgotten":
             self.parked.pop(key, None)
             self.pinned.discard(key)
+        if start == "processing" or start == "memory":
+            # a thread slot or memory freed up somewhere: refill the site queues
+            self._schedule_admit()
+
+    def _landed(self, key: Any, start: str, worker: str | None) -> None:
+        """Count a finished task for its site; bind its dependents that became ready."""
+        ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+        if ts is None:
+            return
+        if start == "processing" and worker and (site := self._site_of(worker)):
+            self.state.tasks_done[site] += 1
+        for dts in ts.dependents:
+            if dts.state == "waiting" and not dts.waiting_on and dts.key not in self.pinned:
+                self.place(dts)
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         """A new worker may open slots at its site."""
+        self._forget_workers()
         self._schedule_admit()
+
+    def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
+        self._forget_workers()
 
     # -- placement -----------------------------------------------------------------------
 
@@ -211,7 +224,7 @@ class RoutingPlugin(SchedulerPlugin):
         by_site: dict[str, int] = defaultdict(int)
         for dts in ts.dependencies:
             size = max(dts.nbytes, 0) + 1  # empty results still vote
-            for site in {self.state.site_of_worker(ws) for ws in dts.who_has or ()}:
+            for site in {self._site_of(ws.address) for ws in dts.who_has or ()}:
                 if site:
                     by_site[site] += size
         if not by_site:
@@ -235,8 +248,10 @@ class RoutingPlugin(SchedulerPlugin):
         graph in dask's order (inputs before the tasks that use them); a free root
         then follows the majority of its dependents.
         """
+        free = [ts for ts in new if not ts.dependencies and not ts.resource_restrictions]
+        if not free:
+            return  # most graphs: skip the walk over every new task
         likely: dict[Any, str | None] = {}
-        free = []
         for ts in sorted(new, key=lambda ts: ts.priority):
             if site := _label_site(
                 {self.parked[ts.key]: 1} if ts.key in self.parked else ts.resource_restrictions
@@ -244,15 +259,13 @@ class RoutingPlugin(SchedulerPlugin):
                 likely[ts.key] = site
                 continue
             if not ts.dependencies:
-                if not ts.resource_restrictions:
-                    free.append(ts)
                 continue
             votes: dict[str, int] = defaultdict(int)
             for dts in ts.dependencies:
                 if site := likely.get(dts.key):
                     votes[site] += 1
                 for ws in dts.who_has or ():
-                    if site := self.state.site_of_worker(ws):
+                    if site := self._site_of(ws.address):
                         votes[site] += 1
             likely[ts.key] = min(votes, key=lambda s: (-votes[s], s)) if votes else None
         for ts in free:
@@ -266,20 +279,45 @@ class RoutingPlugin(SchedulerPlugin):
 
     # -- the site queue ------------------------------------------------------------------
 
+    def _poll(self) -> None:
+        self._forget_workers()
+        self._schedule_admit()
+
+    def _forget_workers(self) -> None:
+        self._label_workers.clear()
+        self._worker_site.clear()
+
+    def _site_of(self, address: str) -> str | None:
+        """The site of a worker, cached: this runs for every finished task and input."""
+        try:
+            return self._worker_site[address]
+        except KeyError:
+            pass
+        ws = self.scheduler.workers.get(address)
+        if ws is None:  # departed: the state remembers where it was
+            return self.state.worker_site.get(address)
+        site = self._worker_site[address] = self.state.site_of_worker(ws)
+        return site
+
+    def _workers_with(self, label: str) -> list[WorkerState]:
+        workers = self._label_workers.get(label)
+        if workers is None:
+            workers = self._label_workers[label] = [
+                ws for ws in self.scheduler.workers.values() if label in ws.resources
+            ]
+        return workers
+
     def _schedule_admit(self) -> None:
         # Transitions may not be started from inside a transition hook; admit on the
         # next tick of the event loop, once for any number of triggers.
-        if self._admit_scheduled or not any(self.queues.values()) or self.scheduler is None:
+        if self._admit_scheduled or self.scheduler is None or not any(self.queues.values()):
             return
         self._admit_scheduled = True
         self.scheduler.loop.add_callback(self._admit)
 
     def _slots(self, label: str) -> int:
         """Reads that may start now among the workers carrying ``label``."""
-        workers = [
-            ws for ws in self.scheduler.workers.values()
-            if label in ws.resources and ws.status == Status.running
-        ]
+        workers = [ws for ws in self._workers_with(label) if ws.status == Status.running]
         if not workers:
             return 0  # site down: its reads wait
         processing = sum(len(ws.processing) - len(ws.long_running) for ws in workers)
@@ -293,9 +331,9 @@ class RoutingPlugin(SchedulerPlugin):
         return slots
 
     def _admit(self) -> None:
+        """Admit the highest-priority parked reads into every site with free slots."""
         self._admit_scheduled = False
         scheduler = self.scheduler
-        assert scheduler is not None
         for label, queue in self.queues.items():
             slots = self._slots(label) if queue else 0
             recommendations: dict[Any, str] = {}

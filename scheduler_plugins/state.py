@@ -24,6 +24,7 @@ from federation.labels import DATASET_PREFIX, site_of
 from federation.methods import MethodInfo
 
 from .grants import Grants
+from .relay import RelayServer
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, WorkerState
@@ -46,6 +47,8 @@ class SiteRecord:
     #: session id -> (peer address, monotonic time of last heartbeat)
     sessions: dict[str, tuple[str, float]] = field(default_factory=dict)
     registered: float = field(default_factory=time.time)
+    #: "direct", or "outbound-only" (reached through the relay)
+    connectivity: str = "direct"
 
     def alive(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -68,6 +71,9 @@ class FederationState:
         self.grants = Grants.from_config()
         #: "dataset (policy)" -> computations refused by egress policies
         self.egress_refusals: Counter[str] = Counter()
+        #: the relay for outbound-only sites (started by the relay plugin)
+        self.relay = RelayServer()
+        self.relay_port: int | None = None
 
     # -- sites ---------------------------------------------------------------------------
 
@@ -81,6 +87,7 @@ class FederationState:
         results: list[tuple[DatasetInfo, dict[str, Any]]] = (),
         accepts_results: bool = False,
         join: bool = False,
+        connectivity: str = "direct",
     ) -> SiteRecord:
         """Record a site process; refuse a name another live site already uses."""
         now = time.monotonic()
@@ -112,6 +119,7 @@ class FederationState:
                 methods={m.name: m for m in methods},
                 results={info.name: (info, prov) for info, prov in results},
                 accepts_results=accepts_results,
+                connectivity=connectivity,
                 sessions=record.sessions if record is not None and record.alive(now) else {},
             )
         record.sessions[session] = (peer, now)
@@ -259,5 +267,9 @@ class FederationState:
                 "accepts_results": record.accepts_results if record else False,
                 "tasks_done": self.tasks_done[name],
                 "registered": record.registered if record else None,
+                "connectivity": record.connectivity if record else "direct",
+                "relayed_bytes": sum(
+                    n for (a, b), n in self.relay.carried.items() if name in (a, b)
+                ),
             }
         return out

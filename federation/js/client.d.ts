@@ -14,6 +14,8 @@ export interface Site {
   methods?: string[];
   results?: string[];
   tasks_done: number;
+  connectivity?: "direct" | "outbound-only";
+  relayed_bytes?: number;
   [key: string]: unknown;
 }
 
