@@ -68,19 +68,17 @@ def firewall():
         _ip("netns", "del", NS, check=False)
 
 
-def _sites(root, outbound_geomar: bool = False, **extra):
+def _sites(root, geomar: dict):
     awi = make_site(root, "awi", "sst", "sst.zarr", tools=AWI_TOOLS, workers=2,
-                    connectivity="outbound-only", **AWI_METHODS, **extra)
-    geomar = make_site(root, "geomar", "chl", "chl.zarr",
-                       connectivity="outbound-only" if outbound_geomar else "direct")
-    return awi, geomar
+                    connectivity="outbound-only", **AWI_METHODS)
+    return awi, make_site(root, "geomar", "chl", "chl.zarr", **geomar)
 
 
 @pytest.fixture(scope="module")
 def relayed(firewall, tmp_path_factory):
     """Hub + awi (outbound-only, firewalled) + geomar (direct): a mixed federation."""
     root = tmp_path_factory.mktemp("relay")
-    awi, geomar = _sites(root)
+    awi, geomar = _sites(root, {"connectivity": "direct"})
     with LocalFederation(root / "logs", dashboard=False, host=HOST_IP) as lf:
         lf.start_site(awi, wrapper=firewall)
         lf.start_site(geomar)
@@ -186,7 +184,8 @@ def test_cut_relay_connections_mid_computation_recover(relayed):
 
 @pytest.fixture(scope="module")
 def tls_relayed(firewall, tmp_path_factory):
-    """The same firewall, with mutual TLS: relayed connections carry end-to-end TLS."""
+    """The same firewall, with mutual TLS: relayed connections carry end-to-end TLS.
+    Both sites are outbound-only (geomar by the hub's default)."""
     root = tmp_path_factory.mktemp("relay-tls")
     ca = root / "ca"
     init_ca(ca)
@@ -196,9 +195,12 @@ def tls_relayed(firewall, tmp_path_factory):
     def creds(name):
         return str(ca / "ca.pem"), str(ca / f"{name}.pem"), str(ca / f"{name}-key.pem")
 
-    awi, geomar = _sites(root, outbound_geomar=True)
-    with LocalFederation(root / "logs", dashboard=False, host=HOST_IP,
-                         tls=creds("hub-hub")) as lf:
+    # geomar's config does not say: the hub makes outbound-only the default
+    awi, geomar = _sites(root, {})
+    hub_yaml = root / "hub.yaml"
+    hub_yaml.write_text("connectivity: outbound-only\n")
+    with LocalFederation(root / "logs", dashboard=False, host=HOST_IP, tls=creds("hub-hub"),
+                         hub_args=("--config", str(hub_yaml))) as lf:
         for cfg, name, wrapper in ((awi, "awi", firewall), (geomar, "geomar", ())):
             tls = dict(zip(("--tls-ca-file", "--tls-cert", "--tls-key"), creds(f"site-{name}")))
             lf.start_site(cfg, *[x for kv in tls.items() for x in kv], wrapper=wrapper)
