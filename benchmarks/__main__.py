@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> dict:
     from .workloads import WORKLOADS
 
     started = time.time()
+    load_before = os.getloadavg()[0]
     size = parse_bytes(args.size or ("100MiB" if args.quick else "1GiB"))
     memory_limit = parse_bytes(args.memory_limit)
     deep_limit = parse_bytes(args.deep_memory_limit)
@@ -166,9 +167,8 @@ def run(args: argparse.Namespace) -> dict:
         "No latency is modelled: this kernel has no netem, and a delaying proxy cannot sit "
         "between workers that connect to each other directly; links are bandwidth-shaped "
         "only (RTT < 0.1 ms).",
-        "2 CPU cores shared by all processes (hub, 6 site workers, client), while other "
-        "engineers ran test suites on the same machine: absolute times are noisy; ratios "
-        "within one run matter.",
+        "2 CPU cores shared by all processes (hub, 6 site workers, client): absolute times "
+        "are noisy; ratios within one run matter.",
         "download: each workload fetches what it needs afresh (no cache between workloads).",
         "shared-fs: reads of another site's files are free here (local disk); through a "
         "real shared filesystem over the WAN they would cross the links "
@@ -186,7 +186,9 @@ def run(args: argparse.Namespace) -> dict:
             "chunk_days": args.chunk_days, "memory_limit": memory_limit,
             "deep_size": deep_size, "deep_memory_limit": deep_limit,
             "memory_ratio": deep_size / deep_limit, "duration_s": time.time() - started,
-            "load_note": "Other engineers' test runs shared the 2 cores.",
+            # what else ran shows in the load average (1 min) before and after the run
+            "load_note": f"Load average {load_before:.1f} before the run, "
+                         f"{os.getloadavg()[0]:.1f} after.",
             "notes": notes,
         },
         **driven,
