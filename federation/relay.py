@@ -18,13 +18,15 @@ never looks at the frames after it.
 
 With TLS (the federation's ``Security``), the spliced connection carries **end-to-end**
 TLS between the two Dask peers, verified exactly as a direct ``tls://`` connection; the
-relay sees ciphertext only. The control connection is authenticated by a token the hub
-gave the site over its (mutual-TLS) registration.
+relay sees ciphertext only. The control connection is itself mutual TLS with the relay,
+which accepts endpoints of a site only from that site's certificate, plus a token the hub
+gave the site in the reply to its registration.
 
 Settings (dask config, set by ``dask federation site`` from the hub's reply):
 ``federation.relay.address`` (``host:port`` of the relay), ``federation.relay.site``,
 ``federation.relay.token``, ``federation.relay.listen-host`` (site-internal address the
-workers listen on, default ``127.0.0.1``).
+workers listen on, default ``127.0.0.1``), ``federation.relay.tls`` (the site's
+certificate files, with TLS).
 """
 
 from __future__ import annotations
@@ -92,6 +94,19 @@ def _tls_context(connection_args: dict[str, Any]) -> ssl.SSLContext | None:
     return ctx if isinstance(ctx, ssl.SSLContext) else None
 
 
+def _control_tls() -> ssl.SSLContext | None:
+    """Client-side TLS context for the control connection, from the site's certificate
+    files (``federation.relay.tls``: ca, cert, key; set by ``dask federation site``)."""
+    files = dask.config.get("federation.relay.tls", None)
+    if not files:
+        return None
+    from .security import security
+
+    return security(files["ca"], files["cert"], files["key"]).get_connection_args(
+        "worker"
+    )["ssl_context"]
+
+
 def _comm(
     stream: IOStream, local: str, peer: str, deserialize: bool, tls: bool
 ) -> TCP:
@@ -153,6 +168,7 @@ class RelayListener(BaseListener):
                 "they are set by 'dask federation site' for an outbound-only site"
             )
         self.token = dask.config.get("federation.relay.token", "")
+        self.control_tls = _control_tls() if self.tls else None
         # the given host is distributed's guess (the interface towards the hub), which
         # would be reachable from outside; the site says where to listen instead
         self.listen_host = dask.config.get("federation.relay.listen-host", "127.0.0.1")
@@ -191,6 +207,11 @@ class RelayListener(BaseListener):
             stream = None
             try:
                 stream = await _open(self.relay)
+                if self.control_tls is not None:  # mutual TLS with the relay: site identity
+                    await send_line(stream, {"op": "starttls"})
+                    if not (await read_line(stream)).get("ok"):
+                        raise RelayError("the relay does not speak TLS")
+                    stream = await stream.start_tls(False, ssl_options=self.control_tls)
                 await send_line(stream, {
                     "op": "register", "endpoint": self.endpoint, "token": self.token,
                 })

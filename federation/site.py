@@ -260,6 +260,11 @@ class Site:
             "federation.relay.token": reply["relay"]["token"],
             "federation.relay.listen-host": self.cfg.listen_host or "127.0.0.1",
         })
+        if self.security is not None and self.security.tls_ca_file:
+            dask.config.set({"federation.relay.tls": {
+                "ca": self.security.tls_ca_file, "cert": self.security.tls_worker_cert,
+                "key": self.security.tls_worker_key,
+            }})
 
     async def _beat(self) -> None:
         delay = HEARTBEAT_INTERVAL

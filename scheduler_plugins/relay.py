@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import secrets
+import ssl
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,8 @@ class RelayServer:
         #: (from, to) -> bytes carried; from/to are site names, or "hub"/"client"
         self.carried: Counter[tuple[str, str]] = Counter()
         self.connections = 0
+        #: the hub's server-side TLS context: control connections must use mutual TLS
+        self.ssl: ssl.SSLContext | None = None
         self.server: asyncio.base_events.Server | None = None
         self._spliced: dict[str, set[asyncio.StreamWriter]] = {}
 
@@ -86,6 +89,8 @@ class RelayServer:
             op = msg.get("op")
             if op == "register":
                 await self._register(msg, reader, writer)
+            elif op == "starttls":
+                await self._starttls(reader, writer)
             elif op == "connect":
                 await self._connect(msg, reader, writer)
             elif op == "accept":
@@ -101,9 +106,31 @@ class RelayServer:
             logger.info("Relay connection ended: %r", e)
             writer.close()
 
+    async def _starttls(self, reader, writer: asyncio.StreamWriter) -> None:
+        """Upgrade a control connection to mutual TLS, then read its registration."""
+        if self.ssl is None:
+            await _reply(writer, ok=False, error="this relay runs without TLS")
+            writer.close()
+            return
+        await _reply(writer, ok=True)
+        await writer.start_tls(self.ssl)
+        msg = json.loads(await asyncio.wait_for(reader.readline(), DIAL_TIMEOUT))
+        if msg.get("op") != "register":
+            raise ValueError("only a registration may follow starttls")
+        await self._register(msg, reader, writer)
+
     async def _register(self, msg: dict, reader, writer: asyncio.StreamWriter) -> None:
         endpoint = str(msg.get("endpoint", ""))
         site = endpoint.split("/", 1)[0]
+        if self.ssl is not None:
+            who = identity(writer.get_extra_info("peercert"))
+            if who != ("site", site):
+                await _reply(writer, ok=False, error=(
+                    f"endpoints of site {site!r} register with that site's certificate, "
+                    f"not {who}"
+                ))
+                writer.close()
+                return
         expected = self.tokens.get(site)
         if expected is None or not secrets.compare_digest(expected, str(msg.get("token"))):
             await _reply(writer, ok=False, error=(
@@ -203,6 +230,8 @@ class RelayPlugin(SchedulerPlugin):
 
     async def start(self, scheduler: Scheduler) -> None:
         """Listen beside the scheduler; install ``federation_relay_reset``."""
+        ctx = scheduler.security.get_listen_args("scheduler").get("ssl_context")
+        self.relay.ssl = ctx if isinstance(ctx, ssl.SSLContext) else None
         port = int(dask.config.get("federation.relay.port", 0))
         host = None if scheduler.ip in ("", "0.0.0.0", "::") else scheduler.ip
         try:

@@ -9,10 +9,13 @@ through connections awi opens to the hub's relay.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import subprocess
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -79,7 +82,7 @@ def relayed(firewall, tmp_path_factory):
     """Hub + awi (outbound-only, firewalled) + geomar (direct): a mixed federation."""
     root = tmp_path_factory.mktemp("relay")
     awi, geomar = _sites(root, {"connectivity": "direct"})
-    with LocalFederation(root / "logs", dashboard=False, host=HOST_IP) as lf:
+    with LocalFederation(root / "logs", host=HOST_IP) as lf:
         lf.start_site(awi, wrapper=firewall)
         lf.start_site(geomar)
         lf.root = root
@@ -117,30 +120,56 @@ def test_firewall_is_real(relayed):
             socket.create_connection((host, int(port)), timeout=2).close()
 
 
+def _scaled(fed):
+    """geomar's 5-day mean map goes to awi's method, the result to the client: one
+    transfer each, so the bytes are deterministic (a correlation's partial sums cross
+    in a number of pieces that depends on timing)."""
+    chl = fed.open_dataset("geomar/chl").chl.isel(time=slice(0, 5)).mean("time")
+    return fed.client.compute(fed.method("awi/scale")(chl, factor=2.0)).result()
+
+
+def _pairs(record) -> dict[tuple[str, str], tuple[int, int]]:
+    return {(r.source, r.destination): (r.bytes, r.nbytes) for r in record.bytes.itertuples()}
+
+
 def test_two_site_correlation_and_accounting_match_direct(relayed, fed):
-    """Same answer and the same cross-border bytes as the direct federation (``fed``,
-    the session's sites, same data), plus what the relay carried."""
-    with relayed.fed.traffic() as relayed_traffic:
+    """Right answers, and the same cross-border bytes as the direct federation (``fed``,
+    the session's sites, same data) — plus what the relay carried."""
+    with relayed.fed.traffic() as corr_traffic:
         value = _corr(relayed.fed)
     assert value == pytest.approx(_reference_corr(relayed.root), rel=1e-5)
+    assert _corr(fed) == pytest.approx(value, rel=1e-5)
+    assert corr_traffic.total > 0
+
+    with relayed.fed.traffic() as relayed_traffic:
+        relayed_result = _scaled(relayed.fed)
     with fed.traffic() as direct_traffic:
-        assert _corr(fed) == pytest.approx(value, rel=1e-5)
+        direct_result = _scaled(fed)
+    np.testing.assert_allclose(relayed_result.values, direct_result.values)
+    relayed_pairs, direct_pairs = _pairs(relayed_traffic), _pairs(direct_traffic)
+    assert set(relayed_pairs) == set(direct_pairs) == {("geomar", "awi"), ("awi", "client")}
+    for pair, (wire, nbytes) in relayed_pairs.items():
+        assert nbytes == direct_pairs[pair][1]
+        assert wire == pytest.approx(direct_pairs[pair][0], rel=0.01)
 
-    def pairs(record):
-        rows = record.bytes
-        return {
-            (r.source, r.destination): r.bytes for r in rows.itertuples()
-            if {r.source, r.destination} <= {"awi", "geomar", "client"}
-        }
-
-    assert pairs(relayed_traffic) == pytest.approx(pairs(direct_traffic), rel=0.05)
-    assert relayed_traffic.total > 0
     awi = relayed.fed.sites()["awi"]
     assert awi["connectivity"] == "outbound-only"
     assert relayed.fed.sites()["geomar"]["connectivity"] == "direct"
-    # every byte counted at awi's workers went through the relay (plus framing)
-    sent_by_awi = sum(b for (src, _), b in pairs(relayed_traffic).items() if src == "awi")
+    # every byte awi's workers sent (counted at the worker) went through the relay
+    sent_by_awi = sum(
+        wire for (src, _), (wire, _) in _pairs(corr_traffic).items() if src == "awi"
+    ) + relayed_pairs[("awi", "client")][0]
     assert awi["relayed_bytes"] >= sent_by_awi > 0
+
+
+def test_http_api_shows_connectivity_and_relayed_bytes(relayed):
+    _corr(relayed.fed)
+    base = relayed.dashboard_url.removesuffix("/status")
+    with urllib.request.urlopen(f"{base}/federation/api/v1/sites", timeout=30) as r:
+        sites = {s["name"]: s for s in json.load(r)["sites"]}
+    assert sites["awi"]["connectivity"] == "outbound-only"
+    assert sites["awi"]["relayed_bytes"] > 0
+    assert sites["geomar"]["connectivity"] == "direct"
 
 
 def test_method_call_and_client_gather_through_relay(relayed):
@@ -217,3 +246,29 @@ def test_tls_end_to_end_through_relay(tls_relayed):
     sites = fed.sites()
     assert {sites[s]["connectivity"] for s in ("awi", "geomar")} == {"outbound-only"}
     assert sites["awi"]["relayed_bytes"] > 0
+
+
+def test_relay_accepts_a_sites_endpoints_only_from_its_certificate(tls_relayed):
+    relay, _, _ = parse(_awi_workers(tls_relayed.fed)[0].removeprefix("relay://"))
+    host, port = relay.rsplit(":", 1)
+    ca = tls_relayed.root / "ca"
+    ctx = security(ca / "ca.pem", ca / "site-geomar.pem", ca / "site-geomar-key.pem")
+    ctx = ctx.get_connection_args("worker")["ssl_context"]
+
+    async def register_as_geomar(endpoint: str) -> dict:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b'{"op": "starttls"}\n')
+        assert json.loads(await reader.readline())["ok"]
+        await writer.start_tls(ctx)
+        writer.write(json.dumps({"op": "register", "endpoint": endpoint,
+                                 "token": "guess"}).encode() + b"\n")
+        reply = json.loads(await reader.readline())
+        writer.close()
+        return reply
+
+    reply = asyncio.run(register_as_geomar("awi/127.0.0.1:1"))
+    assert not reply["ok"]
+    assert "register with that site's certificate" in reply["error"]
+    # its own site, but without the token the hub gave geomar's site process
+    reply = asyncio.run(register_as_geomar("geomar/127.0.0.1:1"))
+    assert not reply["ok"] and "relay token" in reply["error"]
