@@ -97,10 +97,15 @@ def hub(
 @click.option(
     "--timeout", default=30.0, show_default=True, help="Seconds to keep trying to reach the hub"
 )
+@click.option(
+    "--listen-host", default=None,
+    help="Outbound-only sites: address workers listen on for same-site peers (overrides "
+    "'listen_host:')",
+)
 @tls_options
 def site(
     config: str, hub_address: str | None, workers: int | None, join: bool, timeout: float,
-    tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+    listen_host: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
 ) -> None:
     """Run a site: register CONFIG's datasets with the hub and start its workers."""
     from .serve import run_site
@@ -110,6 +115,8 @@ def site(
         cfg = load_site_config(config)
         if workers is not None:
             cfg.workers = workers
+        if listen_host:
+            cfg.listen_host = listen_host
         address = hub_address or cfg.hub
         if not address:
             raise ConfigError(f"{config}: no hub address; add 'hub: tcp://HOST:8786' or pass --hub")

@@ -127,7 +127,10 @@ class CatalogPlugin(SchedulerPlugin):
         reply: dict[str, Any] = {"status": "OK", "connectivity": connectivity}
         if connectivity == "outbound-only":
             reply["relay"] = {
-                "port": self.state.relay_port, "token": self.state.relay.token_for(site),
+                # behind a NodePort or proxy, sites reach the relay on another port
+                "port": dask.config.get("federation.relay.public-port", None)
+                or self.state.relay_port,
+                "token": self.state.relay.token_for(site),
             }
         return reply
 

@@ -286,6 +286,17 @@ def test_the_cli_accepts_the_rendered_arguments(chart, kind, values_file):
         assert ctx.params
 
 
+def test_outbound_only_site_listens_on_the_pod_ip():
+    docs = render(SITE, {"site": {"connectivity": "outbound-only"}})
+    c = container(docs, "Deployment")
+    assert c["args"][c["args"].index("--listen-host") + 1] == "$(POD_IP)"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert site_yaml(docs)["connectivity"] == "outbound-only"
+    plain = container(render(SITE), "Deployment")
+    assert "--listen-host" not in plain["args"] and "connectivity" not in site_yaml(render(SITE))
+
+
 def test_site_without_join_only_as_a_single_pod():
     argv = site_argv(container(render(SITE, {"site": {"join": False}}), "Deployment"))
     assert "--join" not in argv
@@ -381,7 +392,8 @@ def test_hub_probes_check_health_on_the_dashboard_port(values):
     docs = render(HUB, values)
     c = container(docs, "Deployment")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"scheduler": 8786, "dashboard": 8787}
+    assert ports == {"scheduler": 8786, "dashboard": 8787, "relay": 8789}
+    assert c["args"][c["args"].index("--relay-port") + 1] == "8789"
     prefix = values.get("hub", {}).get("dashboardPrefix", "")
     for probe in ("livenessProbe", "readinessProbe"):
         get = c[probe]["httpGet"]
@@ -405,7 +417,9 @@ def test_hub_services():
             "targetPort": "scheduler",
             "protocol": "TCP",
             "nodePort": 30786,
-        }
+        },
+        # outbound-only sites reach the relay wherever they reach the scheduler
+        {"name": "relay", "port": 8789, "targetPort": "relay", "protocol": "TCP"},
     ]
     dash = services[f"{RELEASE}-dask-federation-hub-dashboard"]["spec"]
     assert dash["ports"][0]["targetPort"] == "dashboard"

@@ -119,6 +119,9 @@ Units: KiB MiB GiB TiB (1024-based) and kB KB MB GB TB (1000-based), as Dask rea
 {{- with .Values.site.localDirectory }}
 {{- $_ := set $cfg "local_directory" . }}
 {{- end }}
+{{- with .Values.site.connectivity }}
+{{- $_ := set $cfg "connectivity" . }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
