@@ -175,6 +175,7 @@ class RelayListener(BaseListener):
         self.local = None
         self._control: asyncio.Task | None = None
         self._registered = asyncio.Event()
+        self._dials: set[asyncio.Task] = set()
         self._stopped = False
 
     async def start(self) -> None:
@@ -224,7 +225,12 @@ class RelayListener(BaseListener):
                     delay = 1.0
                     while True:
                         msg = await read_line(stream)
-                        asyncio.create_task(self._dial_back(msg["token"], msg.get("from", "")))
+                        task = asyncio.create_task(
+                            self._dial_back(msg["token"], msg.get("from", ""))
+                        )
+                        # the event loop keeps only weak references to tasks
+                        self._dials.add(task)
+                        task.add_done_callback(self._dials.discard)
             except (OSError, StreamClosedError, ValueError) as e:
                 if not self._stopped:
                     logger.warning("Relay control connection of %s lost (%s); reconnecting "
