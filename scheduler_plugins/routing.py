@@ -111,8 +111,6 @@ class RoutingPlugin(SchedulerPlugin):
         #: label -> workers advertising it; built on demand, dropped whenever workers
         #: come or go (and on every poll, in case a worker's resources changed)
         self._label_workers: dict[str, list[WorkerState]] = {}
-        #: worker address -> site (None: not a site worker), same lifetime
-        self._worker_site: dict[str, str | None] = {}
         self.scheduler: Scheduler | None = None
 
     async def start(self, scheduler: Scheduler) -> None:
@@ -203,7 +201,7 @@ class RoutingPlugin(SchedulerPlugin):
         ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
         if ts is None:
             return
-        if start == "processing" and worker and (site := self._site_of(worker)):
+        if start == "processing" and worker and (site := self.state.worker_site.get(worker)):
             self.state.tasks_done[site] += 1
         for dts in ts.dependents:
             if dts.state == "waiting" and not dts.waiting_on and dts.key not in self.pinned:
@@ -224,7 +222,7 @@ class RoutingPlugin(SchedulerPlugin):
         by_site: dict[str, int] = defaultdict(int)
         for dts in ts.dependencies:
             size = max(dts.nbytes, 0) + 1  # empty results still vote
-            for site in {self._site_of(ws.address) for ws in dts.who_has or ()}:
+            for site in {self.state.worker_site.get(ws.address) for ws in dts.who_has or ()}:
                 if site:
                     by_site[site] += size
         if not by_site:
@@ -265,7 +263,7 @@ class RoutingPlugin(SchedulerPlugin):
                 if site := likely.get(dts.key):
                     votes[site] += 1
                 for ws in dts.who_has or ():
-                    if site := self._site_of(ws.address):
+                    if site := self.state.worker_site.get(ws.address):
                         votes[site] += 1
             likely[ts.key] = min(votes, key=lambda s: (-votes[s], s)) if votes else None
         for ts in free:
@@ -285,19 +283,6 @@ class RoutingPlugin(SchedulerPlugin):
 
     def _forget_workers(self) -> None:
         self._label_workers.clear()
-        self._worker_site.clear()
-
-    def _site_of(self, address: str) -> str | None:
-        """The site of a worker, cached: this runs for every finished task and input."""
-        try:
-            return self._worker_site[address]
-        except KeyError:
-            pass
-        ws = self.scheduler.workers.get(address)
-        if ws is None:  # departed: the state remembers where it was
-            return self.state.worker_site.get(address)
-        site = self._worker_site[address] = self.state.site_of_worker(ws)
-        return site
 
     def _workers_with(self, label: str) -> list[WorkerState]:
         workers = self._label_workers.get(label)
