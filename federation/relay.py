@@ -119,7 +119,8 @@ class RelayConnector(Connector):
     async def connect(self, address: str, deserialize: bool = True, **connection_args):
         relay, site, endpoint = parse(address)
         ctx = _tls_context(connection_args)
-        if dask.config.get("federation.relay.site", None) == site:
+        here = dask.config.get("federation.relay.site", None)
+        if here == site:
             comm = await get_backend("tls" if ctx else "tcp").get_connector().connect(
                 endpoint, deserialize=deserialize, **connection_args
             )
@@ -129,8 +130,7 @@ class RelayConnector(Connector):
         try:
             await send_line(stream, {
                 "op": "connect", "target": f"{site}/{endpoint}",
-                "from": dask.config.get("federation.relay.site", None)
-                or dask.config.get("federation.relay.origin", "client"),
+                "from": here or dask.config.get("federation.relay.origin", "client"),
             })
             reply = await asyncio.wait_for(read_line(stream), DIAL_TIMEOUT)
             if not reply.get("ok"):
@@ -159,7 +159,8 @@ class RelayListener(BaseListener):
         self.comm_handler = handle_comm
         self.deserialize = deserialize
         self.connection_args = connection_args
-        self.tls = _tls_context(connection_args) is not None
+        #: server side of end-to-end TLS (None: plain tcp)
+        self.ssl = _tls_context(connection_args)
         self.relay = dask.config.get("federation.relay.address", None)
         self.site = dask.config.get("federation.relay.site", None)
         if not self.relay or not self.site:
@@ -168,7 +169,7 @@ class RelayListener(BaseListener):
                 "they are set by 'dask federation site' for an outbound-only site"
             )
         self.token = dask.config.get("federation.relay.token", "")
-        self.control_tls = _control_tls() if self.tls else None
+        self.control_tls = _control_tls() if self.ssl else None
         # the given host is distributed's guess (the interface towards the hub), which
         # would be reachable from outside; the site says where to listen instead
         self.listen_host = dask.config.get("federation.relay.listen-host", "127.0.0.1")
@@ -179,7 +180,7 @@ class RelayListener(BaseListener):
         self._stopped = False
 
     async def start(self) -> None:
-        scheme = "tls" if self.tls else "tcp"
+        scheme = "tls" if self.ssl else "tcp"
         self.local = get_backend(scheme).get_listener(
             f"{self.listen_host}:0", self.comm_handler, self.deserialize, **self.connection_args
         )
@@ -247,14 +248,12 @@ class RelayListener(BaseListener):
         try:
             stream = await _open(self.relay)
             await send_line(stream, {"op": "accept", "token": token})
-            if self.tls:  # we are the TLS server of the end-to-end session
-                stream = await stream.start_tls(
-                    True, ssl_options=_tls_context(self.connection_args)
-                )
+            if self.ssl:  # we are the TLS server of the end-to-end session
+                stream = await stream.start_tls(True, ssl_options=self.ssl)
             local = PREFIX + get_stream_address(stream)
             # the dialling peer is known by its site only; port 0: not an address to call
             peer = f"{PREFIX}{self.relay}/{origin or 'hub'}/relayed:0"
-            comm = _comm(stream, local, peer, self.deserialize, self.tls)
+            comm = _comm(stream, local, peer, self.deserialize, self.ssl is not None)
             await self.on_connection(comm)
         except (OSError, StreamClosedError, ssl.SSLError) as e:
             logger.info("Relayed connection to %s failed: %s", self.endpoint, e)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import dask
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from federation.relay import DIAL_TIMEOUT as CONNECTOR_TIMEOUT
 from federation.security import identity
 
 if TYPE_CHECKING:
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: how long a connect waits for the endpoint to dial back
-DIAL_TIMEOUT = 15.0
+#: how long a connect waits for the endpoint to dial back: less than the connector
+#: waits for our answer, so it hears why instead of timing out
+DIAL_TIMEOUT = CONNECTOR_TIMEOUT - 5
 CHUNK = 256 * 1024
 
 
@@ -50,7 +52,6 @@ class RelayServer:
         self.pending: dict[str, asyncio.Future] = {}
         #: (from, to) -> bytes carried; from/to are site names, or "hub"/"client"
         self.carried: Counter[tuple[str, str]] = Counter()
-        self.connections = 0
         #: the hub's server-side TLS context: control connections must use mutual TLS
         self.ssl: ssl.SSLContext | None = None
         self.server: asyncio.base_events.Server | None = None
@@ -63,14 +64,12 @@ class RelayServer:
     def stop(self) -> None:
         if self.server is not None:
             self.server.close()
-        for writer in [*self.endpoints.values(), *self._all_spliced()]:
+        spliced = [w for writers in self._spliced.values() for w in writers]
+        for writer in [*self.endpoints.values(), *spliced]:
             writer.close()
 
     def token_for(self, site: str) -> str:
         return self.tokens.setdefault(site, secrets.token_urlsafe(24))
-
-    def sites(self) -> set[str]:
-        return {ep.split("/", 1)[0] for ep in self.endpoints}
 
     def reset(self, site: str) -> int:
         """Cut every relayed connection of ``site`` (its listeners reconnect)."""
@@ -79,9 +78,6 @@ class RelayServer:
         for writer in writers:
             writer.transport.abort()
         return len(writers)
-
-    def _all_spliced(self) -> list[asyncio.StreamWriter]:
-        return [w for ws in self._spliced.values() for w in ws]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -177,7 +173,6 @@ class RelayServer:
             return
         await _reply(writer, ok=True)
         site = target.split("/", 1)[0]
-        self.connections += 1
         spliced = self._spliced.setdefault(site, set())
         spliced.update((writer, peer_writer))
         try:
@@ -201,17 +196,6 @@ class RelayServer:
         finally:
             # one direction ended: end both, as a direct TCP connection would
             writer.close()
-
-    def summary(self) -> dict[str, Any]:
-        """Endpoints and bytes carried, for the dashboard and the HTTP API."""
-        return {
-            "endpoints": sorted(self.endpoints),
-            "connections": self.connections,
-            "bytes": sum(self.carried.values()),
-            "carried": [
-                {"from": a, "to": b, "bytes": n} for (a, b), n in sorted(self.carried.items())
-            ],
-        }
 
 
 async def _reply(writer: asyncio.StreamWriter, **msg: Any) -> None:
