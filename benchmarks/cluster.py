@@ -100,65 +100,66 @@ class Processes:
 class _Cluster:
     """A scheduler on the hub's address plus processes for every site config."""
 
+    #: process names: the scheduler's, and "<site_prefix>-<site>" for each site
+    scheduler_name: str
+    site_prefix: str
+
     def __init__(self, net, procs: Processes, configs: dict[str, Path], port: int):
         self.net, self.procs, self.configs = net, procs, configs
         self.host = net.host("hub")
         self.port = port
         self.address = f"tcp://{self.host}:{port}"
 
+    def site_name(self, site: str) -> str:
+        return f"{self.site_prefix}-{site}"
+
+    def wait(self) -> None:
+        for site in self.configs:
+            self.procs.wait_for(self.site_name(site), "serving")
+
+    def stop(self) -> None:
+        for site in self.configs:
+            self.procs.stop(self.site_name(site))
+        self.procs.stop(self.scheduler_name)
+
 
 class FederationCluster(_Cluster):
     """``dask federation hub`` plus ``dask federation site`` for every site config."""
 
     approach_names = ("federation", "download")
+    scheduler_name, site_prefix = "fed-hub", "fed"
 
     def start_scheduler(self) -> None:
         self.procs.spawn(
-            "fed-hub", self.net.prefix("hub"), "-m", "federation.cli", "hub",
+            self.scheduler_name, self.net.prefix("hub"), "-m", "federation.cli", "hub",
             "--host", self.host, "--port", str(self.port), "--dashboard-address", ":0",
         )
 
     def start_sites(self) -> None:
-        self.procs.wait_for("fed-hub", "Federation hub at")
+        self.procs.wait_for(self.scheduler_name, "Federation hub at")
         for site, cfg in self.configs.items():
-            self.procs.spawn(f"fed-{site}", self.net.prefix(site), "-m", "federation.cli",
-                             "site", str(cfg), "--hub", self.address)
-
-    def wait(self) -> None:
-        for site in self.configs:
-            self.procs.wait_for(f"fed-{site}", "serving")
-
-    def stop(self) -> None:
-        for site in self.configs:
-            self.procs.stop(f"fed-{site}")
-        self.procs.stop("fed-hub")
+            self.procs.spawn(self.site_name(site), self.net.prefix(site), "-m",
+                             "federation.cli", "site", str(cfg), "--hub", self.address)
 
 
 class PlainCluster(_Cluster):
     """Plain ``dask scheduler`` (no federation plugins) and plain site workers that can
     read every site's data."""
 
+    scheduler_name, site_prefix = "plain-scheduler", "plain"
+
     def start_scheduler(self) -> None:
         self.procs.spawn(
-            "plain-scheduler", self.net.prefix("hub"), "-m", "dask", "scheduler",
+            self.scheduler_name, self.net.prefix("hub"), "-m", "dask", "scheduler",
             "--host", self.host, "--port", str(self.port), "--dashboard-address", ":0",
             # graphs are optimized here; low-level fusion would drop dask.annotate
             env={"DASK_OPTIMIZATION__FUSE__ACTIVE": "False"},
         )
 
     def start_sites(self) -> None:
-        self.procs.wait_for("plain-scheduler", "Scheduler at")
+        self.procs.wait_for(self.scheduler_name, "Scheduler at")
         for site, cfg in self.configs.items():
             others = [str(c) for s, c in self.configs.items() if s != site]
-            self.procs.spawn(f"plain-{site}", self.net.prefix(site), "-m",
+            self.procs.spawn(self.site_name(site), self.net.prefix(site), "-m",
                              "benchmarks.plain_site", str(cfg), "--scheduler", self.address,
                              "--shared", *others)
-
-    def wait(self) -> None:
-        for site in self.configs:
-            self.procs.wait_for(f"plain-{site}", "serving")
-
-    def stop(self) -> None:
-        for site in self.configs:
-            self.procs.stop(f"plain-{site}")
-        self.procs.stop("plain-scheduler")
