@@ -9,6 +9,7 @@ Examples
 
 from __future__ import annotations
 
+from . import settings  # noqa: F401  (dask config defaults first)
 from .client import Federation, connect, worker_federation
 from .errors import (
     ArgumentError,

@@ -45,7 +45,7 @@ def _chunks_for(
         raise ValueError(f"invalid chunks {chunks!r} for {info.ref} ({var.name}): {e}") from None
     if any(c <= 0 for dim in normalized for c in dim if dim != (0,)):
         raise ValueError(f"invalid chunks {chunks!r} for {info.ref}: sizes must be positive")
-    limit = dask.config.get("federation.max-chunks", 1_000_000)
+    limit = dask.config.get("federation.max-chunks")
     count = int(np.prod([len(c) for c in normalized], dtype=np.int64))
     if count > limit:
         raise ValueError(

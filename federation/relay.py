@@ -97,7 +97,7 @@ def _tls_context(connection_args: dict[str, Any]) -> ssl.SSLContext | None:
 def _control_tls() -> ssl.SSLContext | None:
     """Client-side TLS context for the control connection, from the site's certificate
     files (``federation.relay.tls``: ca, cert, key; set by ``dask federation site``)."""
-    files = dask.config.get("federation.relay.tls", None)
+    files = dask.config.get("federation.relay.tls")
     if not files:
         return None
     from .security import security
@@ -119,7 +119,7 @@ class RelayConnector(Connector):
     async def connect(self, address: str, deserialize: bool = True, **connection_args):
         relay, site, endpoint = parse(address)
         ctx = _tls_context(connection_args)
-        here = dask.config.get("federation.relay.site", None)
+        here = dask.config.get("federation.relay.site")
         if here == site:
             comm = await get_backend("tls" if ctx else "tcp").get_connector().connect(
                 endpoint, deserialize=deserialize, **connection_args
@@ -130,7 +130,7 @@ class RelayConnector(Connector):
         try:
             await send_line(stream, {
                 "op": "connect", "target": f"{site}/{endpoint}",
-                "from": here or dask.config.get("federation.relay.origin", "client"),
+                "from": here or dask.config.get("federation.relay.origin"),
             })
             reply = await asyncio.wait_for(read_line(stream), DIAL_TIMEOUT)
             if not reply.get("ok"):
@@ -161,18 +161,18 @@ class RelayListener(BaseListener):
         self.connection_args = connection_args
         #: server side of end-to-end TLS (None: plain tcp)
         self.ssl = _tls_context(connection_args)
-        self.relay = dask.config.get("federation.relay.address", None)
-        self.site = dask.config.get("federation.relay.site", None)
+        self.relay = dask.config.get("federation.relay.address")
+        self.site = dask.config.get("federation.relay.site")
         if not self.relay or not self.site:
             raise ValueError(
                 "a relay:// listener needs federation.relay.address and federation.relay.site; "
                 "they are set by 'dask federation site' for an outbound-only site"
             )
-        self.token = dask.config.get("federation.relay.token", "")
+        self.token = dask.config.get("federation.relay.token")
         self.control_tls = _control_tls() if self.ssl else None
         # the given host is distributed's guess (the interface towards the hub), which
         # would be reachable from outside; the site says where to listen instead
-        self.listen_host = dask.config.get("federation.relay.listen-host", "127.0.0.1")
+        self.listen_host = dask.config.get("federation.relay.listen-host")
         self.local = None
         self._control: asyncio.Task | None = None
         self._registered = asyncio.Event()
@@ -296,4 +296,4 @@ class RelayBackend(Backend):
         return loc
 
     def get_local_address_for(self, loc: str) -> str:
-        return dask.config.get("federation.relay.listen-host", "127.0.0.1")
+        return dask.config.get("federation.relay.listen-host")

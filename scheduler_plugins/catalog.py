@@ -110,7 +110,7 @@ class CatalogPlugin(SchedulerPlugin):
             if not ref.startswith(f"{site}/"):
                 raise ValueError(f"site {site!r} announced {ref!r} of another site")
         # the hub's default applies to sites that do not say
-        connectivity = connectivity or dask.config.get("federation.connectivity", "direct")
+        connectivity = connectivity or dask.config.get("federation.connectivity")
         if connectivity not in CONNECTIVITY:
             raise ValueError(
                 f"connectivity {connectivity!r} of site {site!r} is not one of {CONNECTIVITY}"
@@ -128,7 +128,7 @@ class CatalogPlugin(SchedulerPlugin):
         if connectivity == "outbound-only":
             reply["relay"] = {
                 # behind a NodePort or proxy, sites reach the relay on another port
-                "port": dask.config.get("federation.relay.public-port", None)
+                "port": dask.config.get("federation.relay.public-port")
                 or self.state.relay_port,
                 "token": self.state.relay.token_for(site),
             }

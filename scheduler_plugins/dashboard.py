@@ -97,9 +97,9 @@ class DashboardPlugin(SchedulerPlugin):
         self.state = state
         try:
             if interval is None:
-                interval = dask.config.get("federation.dashboard.traffic-interval", "2s")
+                interval = dask.config.get("federation.dashboard.traffic-interval")
             self.interval = parse_timedelta(interval)
-            keep = parse_timedelta(dask.config.get("federation.dashboard.history", "600s"))
+            keep = parse_timedelta(dask.config.get("federation.dashboard.history"))
         except (KeyError, TypeError, ValueError) as e:  # a bad setting must not stop the hub
             logger.error("Bad federation.dashboard setting (%s); using 2s and 600s", e)
             self.interval, keep = 2.0, 600.0

@@ -23,7 +23,7 @@ class Grants:
 
     @classmethod
     def from_config(cls) -> Grants:
-        return cls(dask.config.get("federation.grants", None))
+        return cls(dask.config.get("federation.grants"))
 
     @property
     def enabled(self) -> bool:

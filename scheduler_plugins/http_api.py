@@ -88,8 +88,8 @@ except ImportError:  # pragma: no cover - an older federation package
     run_method = validate_arguments = None  # type: ignore[assignment]
 
 
-def _config(key: str, default: Any) -> Any:
-    return dask.config.get(f"federation.http.{key}", default)
+def _config(key: str) -> Any:
+    return dask.config.get(f"federation.http.{key}")
 
 
 def http_prefix(scheduler: Scheduler) -> str:
@@ -158,8 +158,8 @@ class Tokens:
 
     def get(self) -> dict[str, str | None] | None:
         """Valid token -> user name, or ``None`` if no tokens are configured (open API)."""
-        listed = _config("tokens", None)
-        path = _config("tokens-file", None)
+        listed = _config("tokens")
+        path = _config("tokens-file")
         if not listed and not path:
             return None
         if isinstance(listed, str):
@@ -289,7 +289,7 @@ class HttpApiPlugin(SchedulerPlugin):
                 job.status = "running"
 
     def prune(self) -> None:
-        ttl = float(_config("job-ttl", 3600))
+        ttl = float(_config("job-ttl"))
         now = time.time()
         for job_id, job in list(self.jobs.items()):
             if job.finished is not None and now - job.finished > ttl:
@@ -315,7 +315,7 @@ class HttpApiPlugin(SchedulerPlugin):
         return job
 
     async def _watch(self, job: Job) -> None:
-        limit = int(_config("max-result-bytes", 64 * 2**20))
+        limit = int(_config("max-result-bytes"))
         try:
             text = await job.future
             if len(text) > limit:
@@ -375,7 +375,7 @@ class BaseHandler(web.RequestHandler):
         self.user: str | None = None
 
     def set_default_headers(self) -> None:
-        origin = _config("allow-origin", "*")
+        origin = _config("allow-origin")
         if origin:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, Prefer")
@@ -716,7 +716,7 @@ class MethodHandler(BaseHandler):
                 await asyncio.wait_for(job.event.wait(), wait_s)
             except asyncio.TimeoutError:
                 pass
-        inline = int(_config("inline-bytes", 2**20))
+        inline = int(_config("inline-bytes"))
         if job.status == "finished" and len(job.result or "") <= inline:
             self.send_json(job.to_json(self.api.prefix))
         elif job.status == "error":
@@ -736,7 +736,7 @@ class JobHandler(BaseHandler):
             raise ApiError(
                 404, "not_found",
                 f"no job {job_id!r} (finished jobs are kept for "
-                f"{float(_config('job-ttl', 3600)):g} s)",
+                f"{float(_config('job-ttl')):g} s)",
             )
         return job
 

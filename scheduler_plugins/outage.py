@@ -64,7 +64,7 @@ class OutagePlugin(SchedulerPlugin):
         self.state = state
         self.routing = routing
         if timeout is None:
-            timeout = dask.config.get("federation.site-outage-timeout", "300s")
+            timeout = dask.config.get("federation.site-outage-timeout")
         self.timeout = parse_timedelta(timeout)
         #: label -> monotonic time since which tasks wait for it with no worker carrying it
         self.down_since: dict[str, float] = {}

@@ -216,7 +216,7 @@ class RelayPlugin(SchedulerPlugin):
         """Listen beside the scheduler; install ``federation_relay_reset``."""
         ctx = scheduler.security.get_listen_args("scheduler").get("ssl_context")
         self.relay.ssl = ctx if isinstance(ctx, ssl.SSLContext) else None
-        port = int(dask.config.get("federation.relay.port", 0))
+        port = int(dask.config.get("federation.relay.port"))
         host = None if scheduler.ip in ("", "0.0.0.0", "::") else scheduler.ip
         try:
             self.state.relay_port = await self.relay.start(host, port)

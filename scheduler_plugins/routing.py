@@ -92,13 +92,13 @@ class RoutingPlugin(SchedulerPlugin):
     ):
         self.state = state
         if saturation is None:
-            saturation = dask.config.get("federation.site-queue.saturation", 2.0)
+            saturation = dask.config.get("federation.site-queue.saturation")
         self.saturation = float(saturation)
         if memory_fraction is None:
-            memory_fraction = dask.config.get("federation.site-queue.memory-fraction", 0.6)
+            memory_fraction = dask.config.get("federation.site-queue.memory-fraction")
         self.memory_fraction = float(memory_fraction)
         if site_queue is None:
-            site_queue = dask.config.get("federation.site-queue.enabled", True)
+            site_queue = dask.config.get("federation.site-queue.enabled")
         self.site_queue = bool(site_queue)
         #: keys of site-bound tasks (reads, method calls, result writes): never re-placed
         self.pinned: set[Any] = set()
