@@ -74,7 +74,10 @@ def describe_source(
                     site, name, ds, description, stamp, replica_of, stored=stored,
                     decode={k: source.open_options[k] for k in options},
                 )
-            why = difference(ds, build_dataset(info, dict.fromkeys(info.dims, -1)))
+            try:
+                why = difference(ds, build_dataset(info, dict.fromkeys(info.dims, -1)))
+            except Exception as e:  # e.g. an engine that decoded already: decoding again fails
+                why = f"{type(e).__name__}: {e}"
             if why is None:
                 return info
             logger.info("%s/%s travels decoded: decoding it at clients gives %s", site, name, why)

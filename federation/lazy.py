@@ -85,12 +85,12 @@ def lazy_variable(info: DatasetInfo, var: StoredVariable, chunks: Chunks) -> da.
 
 def _variable(info: DatasetInfo, var: StoredVariable, chunks: Chunks) -> xr.Variable:
     data = var.values if var.values is not None else lazy_variable(info, var, chunks)
-    variable = xr.Variable(var.dims, data, attrs=dict(var.attrs), encoding=dict(var.encoding))
     if var.cf_encoded:  # cftime dates of a decoded source, encoded by xarray for the trip
         shown = info.variables[var.name]
-        decoded = xr.conventions.decode_cf_variable(var.name, variable)
-        variable = xr.Variable(var.dims, decoded.data, dict(shown.attrs), dict(shown.encoding))
-    return variable
+        encoded = xr.Variable(var.dims, data, attrs=dict(var.attrs))
+        decoded = xr.conventions.decode_cf_variable(var.name, encoded).values
+        return xr.Variable(var.dims, decoded, dict(shown.attrs), dict(shown.encoding))
+    return xr.Variable(var.dims, data, attrs=dict(var.attrs), encoding=dict(var.encoding))
 
 
 def build_dataset(info: DatasetInfo, chunks: Chunks = None) -> xr.Dataset:

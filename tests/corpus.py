@@ -164,10 +164,48 @@ def decode_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def open_plain(folder: str | os.PathLike, entry: dict[str, Any]) -> xr.Dataset:
     """What plain xarray gives for a corpus entry, at the site."""
-    path = str(Path(folder) / entry["path"])
+    if entry.get("engine") == "icechunk":
+        return open_icechunk(folder, entry)
+    path = entry["path"] if "://" in entry["path"] else str(Path(folder) / entry["path"])
     options = decode_options(entry.get("open_options", {}))
     if "*" in path:
         import glob
 
         return xr.open_mfdataset(sorted(glob.glob(path)), engine=entry.get("engine"), **options)
     return xr.open_dataset(path, engine=entry.get("engine"), **options)
+
+
+def write_reference_sources(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """A kerchunk reference file and an Icechunk repository (branch ``main``, tag ``v1``)
+    in ``folder``; returns their dataset configs."""
+    import json
+
+    import icechunk
+    from kerchunk.hdf import SingleHdf5ToZarr
+
+    folder = Path(folder)
+    refs = SingleHdf5ToZarr(str(folder / "noleap.nc")).translate()
+    (folder / "noleap.json").write_text(json.dumps(refs))
+
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(folder / "repo")))
+    first = _daily("360_day", days=120)
+    session = repo.writable_session("main")
+    first.to_zarr(session.store, consolidated=False)
+    repo.create_tag("v1", snapshot_id=session.commit("first version"))
+    session = repo.writable_session("main")
+    first[["tas"]].assign(tas=first.tas + 1).to_zarr(session.store, mode="a", consolidated=False)
+    session.commit("warmer")
+    return {
+        "kerchunk": {"path": "noleap.json", "engine": "kerchunk"},
+        "icechunk_main": {"path": "repo", "engine": "icechunk"},
+        "icechunk_v1": {"path": "repo", "engine": "icechunk", "open_options": {"tag": "v1"}},
+    }
+
+
+def open_icechunk(folder: str | os.PathLike, entry: dict[str, Any]) -> xr.Dataset:
+    """Plain xarray on an Icechunk repository's branch or tag."""
+    import icechunk
+
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(Path(folder) / "repo")))
+    version = entry.get("open_options") or {"branch": "main"}
+    return xr.open_zarr(repo.readonly_session(**version).store, consolidated=False, chunks=None)
