@@ -131,5 +131,10 @@ def _build(info: DatasetInfo, variables: dict[str, StoredVariable], chunks: Chun
         ds = xr.decode_cf(ds, **decode_kwargs(info.decode))
     for name, var in decoded.items():
         (ds.coords if var.is_coord else ds)[name] = _variable(info, var, chunks)
+    # the site's order of variables: files written from it come out the same
+    order = [n for n in info.variables if n in ds.variables]
+    order += [n for n in ds.variables if n not in info.variables]
+    coords = [n for n in order if n in ds.coords]
+    ds = xr.Dataset({n: ds.variables[n] for n in order}, attrs=ds.attrs).set_coords(coords)
     ds.encoding = dict(info.encoding)
     return ds

@@ -90,6 +90,10 @@ def to_jsonable(value: Any) -> Any:
         if isinstance(value, np.complexfloating):
             return [to_jsonable(float(value.real)), to_jsonable(float(value.imag))]
         return to_jsonable(value.item())
+    if isinstance(value, np.dtype):  # encoding["dtype"]
+        return str(value)
+    if isinstance(value, type):  # encoding["dtype"] = str for variable-length strings
+        return value.__name__
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)) or (
         module_of(value) == "cftime" and hasattr(value, "isoformat")
     ):  # cftime dates (noleap, 360_day ...) as ISO text, like numpy's

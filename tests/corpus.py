@@ -89,7 +89,7 @@ def write_corpus(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     packed["sst"] = ("time", (15 + 10 * np.sin(np.arange(n) / 20)).astype("float32"))
     packed["sst"][5] = np.nan
     packed.sst.encoding.update(dtype="int16", scale_factor=0.01, add_offset=10.0,
-                               _FillValue=np.int16(-32767))
+                               _FillValue=np.int16(-32767), missing_value=np.int16(-32767))
     packed["depth"] = ("time", np.linspace(0, 50, n))
     packed.depth.encoding.update(dtype="int16", scale_factor=-0.002, add_offset=0.0,
                                  _FillValue=np.int16(32767))
@@ -100,7 +100,6 @@ def write_corpus(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
         flag_values=np.array([0, 1, 2], dtype="int8"), count=np.int32(7),
         resolution=np.float32(0.25), long_name="sea surface temperature",
     )
-    packed.quality.attrs["missing_value"] = np.int8(-2)
     packed.attrs["version"] = np.int16(3)
     packed.to_netcdf(folder / "packed.nc")
     datasets["packed"] = {"path": "packed.nc"}
@@ -163,7 +162,8 @@ def decode_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def open_plain(folder: str | os.PathLike, entry: dict[str, Any]) -> xr.Dataset:
-    """What plain xarray gives for a corpus entry, at the site."""
+    """What plain xarray gives for a corpus entry, at the site (computations on it must
+    use a local scheduler: ``dask.config.set(scheduler="threads")``)."""
     if entry.get("engine") == "icechunk":
         return open_icechunk(folder, entry)
     path = entry["path"] if "://" in entry["path"] else str(Path(folder) / entry["path"])
