@@ -57,11 +57,16 @@ class Federation:
         return self.client.sync(getattr(self.client.scheduler, op), **kwargs)
 
     def catalog(self) -> pd.DataFrame:
-        """Every dataset the federation's sites hold, one row each."""
+        """Every dataset the federation's sites hold, one row each.
+
+        ``dtype`` is the first data variable's dtype as xarray shows it at the site
+        (``float32``, ``<U6``, ``object`` for cftime dates); ``calendars`` maps each date
+        variable to its calendar (``{"time": "noleap"}``).
+        """
         rows = self._call("federation_catalog")
         columns = [
             "dataset", "site", "variables", "dims", "shape", "dtype", "nbytes", "chunks",
-            "description", "egress",
+            "description", "egress", "calendars",
         ]
         frame = pd.DataFrame(rows, columns=columns)
         frame["shape"] = frame["shape"].map(tuple)

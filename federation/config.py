@@ -36,6 +36,9 @@ NAME_RULE = "letters, digits, '_' and '-', starting with a letter or digit"
 #: ``outbound-only`` (behind a firewall; everything crossing its border goes through
 #: connections the site opens to the hub's relay)
 CONNECTIVITY = ("direct", "outbound-only")
+#: ``open_options`` the federation sets itself: reads choose their own chunks, and a
+#: worker must not keep whole variables in memory
+RESERVED_OPTIONS = ("chunks", "cache")
 
 
 class ConfigError(ValueError):
@@ -47,10 +50,20 @@ class DatasetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="zarr store, netCDF file, or a glob of netCDF files")
+    path: str = Field(
+        description="what xarray opens: a file, a zarr store, a glob of files, an fsspec URL "
+        "or an Icechunk repository"
+    )
     description: str = ""
-    engine: Literal["zarr", "netcdf"] | None = Field(
-        default=None, description="guessed from the path when not given"
+    engine: str | None = Field(
+        default=None,
+        description="an installed xarray engine (netcdf4, h5netcdf, zarr, kerchunk ...) or "
+        "icechunk; guessed from the path when not given",
+    )
+    open_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of xr.open_dataset (xr.open_mfdataset for a glob), "
+        "e.g. group, decode_times, drop_variables, storage_options, combine, concat_dim",
     )
     replica_of: str | None = Field(
         default=None,
@@ -76,6 +89,17 @@ class DatasetConfig(BaseModel):
                 raise ValueError(f"max_egress_bytes {v!r} is not a size like 50MB") from None
         return v
 
+    @field_validator("open_options")
+    @classmethod
+    def _open_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in RESERVED_OPTIONS:
+            if key in v:
+                raise ValueError(
+                    f"open_options.{key} is chosen by the federation; remove it (clients "
+                    "pick chunks with fed.open_dataset(..., chunks=...))"
+                )
+        return v
+
     @field_validator("replica_of")
     @classmethod
     def _replica_ref(cls, v: str | None) -> str | None:
@@ -86,10 +110,12 @@ class DatasetConfig(BaseModel):
         return v
 
     @property
-    def resolved_engine(self) -> str:
-        if self.engine:
+    def resolved_engine(self) -> str | None:
+        """The engine to open with; ``None`` lets xarray choose (``netcdf`` means that
+        too: netcdf4 or h5netcdf, whichever is installed)."""
+        if self.engine and self.engine != "netcdf":
             return self.engine
-        return "zarr" if self.path.rstrip("/").endswith(".zarr") else "netcdf"
+        return "zarr" if self.path.rstrip("/").endswith(".zarr") else None
 
 
 class TLSConfig(BaseModel):
@@ -253,6 +279,8 @@ def load_site_config(path: str | os.PathLike) -> SiteConfig:
         results = Path(os.path.expanduser(cfg.results_dir))
         cfg.results_dir = str(results if results.is_absolute() else base / results)
     for name, ds in cfg.datasets.items():
+        if "://" in ds.path:  # an fsspec URL: the engine checks it when the site opens it
+            continue
         p = Path(os.path.expanduser(ds.path))
         ds.path = str(p if p.is_absolute() else base / p)
         check_dataset_path(name, ds, source=str(path))

@@ -20,26 +20,38 @@ from dask._task_spec import Task
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .catalog import DatasetInfo, VariableInfo
+from .catalog import DatasetInfo, StoredVariable, decode_kwargs
 from .read import read_chunk
 
 Chunks = Mapping[str, Any] | str | int | None
 
 
 def _chunks_for(
-    info: DatasetInfo, var: VariableInfo, chunks: Chunks
+    info: DatasetInfo, var: StoredVariable, chunks: Chunks
 ) -> tuple[tuple[int, ...], ...]:
-    """Dask chunks of one variable, xarray-style: ``{}``/``None`` keeps the storage
-    chunks, ``"auto"`` picks multiples of them, a dict sets some dimensions."""
+    """Dask chunks of one stored variable, xarray-style: ``{}``/``None`` keeps the storage
+    chunks, ``"auto"`` picks multiples of them, a dict sets some dimensions.
+
+    Contiguous (unchunked) variables are split by dask's ``array.chunk-size``, so one
+    read never loads a whole multi-GB variable. Dimensions that exist only as stored
+    (the string length of a character array) stay whole: xarray joins characters
+    within a chunk.
+    """
+    dims = info.dims
+    storage = var.chunks or ("auto",) * len(var.shape)
     if chunks is None or (isinstance(chunks, Mapping) and not chunks):
-        spec: Any = var.chunks
+        spec: Any = storage
     elif isinstance(chunks, (str, int)):
-        spec = chunks
+        spec = tuple(chunks if d in dims else -1 for d in var.dims)
     else:
-        spec = tuple(chunks.get(d, c) for d, c in zip(var.dims, var.chunks))
+        spec = tuple(chunks.get(d, c) for d, c in zip(var.dims, storage))
+    spec = tuple(-1 if d not in dims else c for d, c in zip(var.dims, spec))
+    # dask cannot size objects (variable-length strings); count them as pointers
+    dtype = np.dtype(var.dtype)
+    dtype = np.dtype("f8") if dtype.hasobject else dtype
     try:
         normalized = da.core.normalize_chunks(
-            spec, var.shape, dtype=np.dtype(var.dtype), previous_chunks=var.chunks
+            spec, var.shape, dtype=dtype, previous_chunks=var.chunks
         )
     except Exception as e:  # dask's messages do not say which dataset
         raise ValueError(f"invalid chunks {chunks!r} for {info.ref} ({var.name}): {e}") from None
@@ -55,9 +67,10 @@ def _chunks_for(
     return normalized
 
 
-def lazy_variable(info: DatasetInfo, var: VariableInfo, chunks: Chunks) -> da.Array:
+def lazy_variable(info: DatasetInfo, var: StoredVariable, chunks: Chunks) -> da.Array:
     """A dask array whose every chunk is read at the dataset's site."""
     normalized = _chunks_for(info, var, chunks)
+    decoded = info.decode is None or var.decoded
     token = tokenize(info.ref, info.version, var.name, normalized)
     name = f"read-{info.site}.{info.name}.{var.name}-{token}"
     bounds = [np.cumsum((0, *c)) for c in normalized]
@@ -65,13 +78,32 @@ def lazy_variable(info: DatasetInfo, var: VariableInfo, chunks: Chunks) -> da.Ar
     for index in itertools.product(*(range(len(c)) for c in normalized)):
         slices = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, index))
         key = (name, *index)
-        layer[key] = Task(key, read_chunk, info.ref, var.name, slices)
+        layer[key] = Task(key, read_chunk, info.ref, var.name, slices, decoded)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=())
     return da.Array(graph, name, normalized, dtype=np.dtype(var.dtype))
 
 
+def _variable(info: DatasetInfo, var: StoredVariable, chunks: Chunks) -> xr.Variable:
+    data = var.values if var.values is not None else lazy_variable(info, var, chunks)
+    if var.cf_encoded:  # cftime dates of a decoded source, encoded by xarray for the trip
+        shown = info.variables[var.name]
+        encoded = xr.Variable(var.dims, data, attrs=dict(var.attrs))
+        decoded = xr.conventions.decode_cf_variable(var.name, encoded).values
+        return xr.Variable(var.dims, decoded, dict(shown.attrs), dict(shown.encoding))
+    return xr.Variable(var.dims, data, attrs=dict(var.attrs), encoding=dict(var.encoding))
+
+
 def build_dataset(info: DatasetInfo, chunks: Chunks = None) -> xr.Dataset:
-    """The lazy :class:`xarray.Dataset` for a catalog entry; no data is read."""
+    """The lazy :class:`xarray.Dataset` for a catalog entry; no data is read.
+
+    Encoded variables are decoded lazily by :func:`xarray.decode_cf` with the site's
+    decoding options, so the result equals ``xr.open_dataset`` at the site.
+
+    Raises
+    ------
+    ValueError
+        For chunks naming unknown dimensions or splitting a variable too finely.
+    """
     if isinstance(chunks, Mapping):
         dims = info.dims
         unknown = sorted(set(chunks) - set(dims))
@@ -80,10 +112,29 @@ def build_dataset(info: DatasetInfo, chunks: Chunks = None) -> xr.Dataset:
                 f"chunks for {info.ref} name unknown dimension(s) {unknown}; "
                 f"its dimensions are {sorted(dims)}"
             )
-    coords: dict[str, xr.Variable] = {}
-    data_vars: dict[str, xr.Variable] = {}
-    for var in info.variables.values():
-        data = var.array() if var.values is not None else lazy_variable(info, var, chunks)
-        variable = xr.Variable(var.dims, data, attrs=var.attrs)
-        (coords if var.is_coord else data_vars)[var.name] = variable
-    return xr.Dataset(data_vars, coords=coords, attrs=info.attrs)
+    return _build(info, info.stored, chunks)
+
+
+def catalog_coordinates(info: DatasetInfo) -> xr.Dataset:
+    """The coordinates whose values travel with the catalog entry, decoded (no reads)."""
+    travelling = {n: v for n, v in info.stored.items() if v.values is not None}
+    return _build(info, travelling, None)
+
+
+def _build(info: DatasetInfo, variables: dict[str, StoredVariable], chunks: Chunks) -> xr.Dataset:
+    decoded = {n: v for n, v in variables.items() if v.decoded}
+    stored = {n: v for n, v in variables.items() if n not in decoded}
+    variables = {name: _variable(info, var, chunks) for name, var in stored.items()}
+    coords = [name for name, var in stored.items() if var.is_coord]
+    ds = xr.Dataset(variables, attrs=dict(info.attrs)).set_coords(coords)
+    if info.decode is not None:
+        ds = xr.decode_cf(ds, **decode_kwargs(info.decode))
+    for name, var in decoded.items():
+        (ds.coords if var.is_coord else ds)[name] = _variable(info, var, chunks)
+    # the site's order of variables: files written from it come out the same
+    order = [n for n in info.variables if n in ds.variables]
+    order += [n for n in ds.variables if n not in info.variables]
+    coords = [n for n in order if n in ds.coords]
+    ds = xr.Dataset({n: ds.variables[n] for n in order}, attrs=ds.attrs).set_coords(coords)
+    ds.encoding = dict(info.encoding)
+    return ds

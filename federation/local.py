@@ -58,6 +58,8 @@ class LocalFederation:
         self.host = host
         self.address = f"{'tls' if tls else 'tcp'}://{host}:{self.port}"
         self.processes: dict[str, subprocess.Popen] = {}
+        #: where each process's run starts in its (appended) log file
+        self.log_offsets: dict[str, int] = {}
 
     @property
     def dashboard_url(self) -> str | None:
@@ -68,7 +70,10 @@ class LocalFederation:
     def _spawn(
         self, name: str, *args: str, wrapper: tuple[str, ...] = ()
     ) -> subprocess.Popen:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        path = self.workdir / f"{name}.log"
+        # the log is appended to: a reused work dir holds earlier runs' lines
+        self.log_offsets[name] = path.stat().st_size if path.exists() else 0
+        log = open(path, "ab")  # noqa: SIM115 - owned by the process
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
             [*wrapper, sys.executable, "-m", "federation.cli", *args],
@@ -80,8 +85,12 @@ class LocalFederation:
         self.processes[name] = proc
         return proc
 
-    def log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")
+    def log(self, name: str, current: bool = False) -> str:
+        """The log of process ``name``; ``current``: only its latest run."""
+        data = (self.workdir / f"{name}.log").read_bytes()
+        if current:
+            data = data[self.log_offsets.get(name, 0):]
+        return data.decode(errors="replace")
 
     def start_hub(self) -> None:
         dash = f"127.0.0.1:{self.dashboard_port}" if self.dashboard_port else ":0"
@@ -124,11 +133,11 @@ class LocalFederation:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"site {name} exited:\n{self.log(name)}")
-            if "serving" in self.log(name):
+                raise RuntimeError(f"site {name} exited:\n{self.log(name, current=True)}")
+            if "serving" in self.log(name, current=True):
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"site {name} did not start:\n{self.log(name)}")
+        raise TimeoutError(f"site {name} did not start:\n{self.log(name, current=True)}")
 
     def connect(self, **client_kwargs) -> Federation:
         return connect(self.address, **{"timeout": "30s", **client_kwargs})

@@ -13,6 +13,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import dask
 import numpy as np
 import xarray as xr
 from distributed import WorkerPlugin, get_worker
@@ -22,7 +23,8 @@ from .sources import Source, ZarrSource
 
 # One worker process serves one site, so the registry can be process-wide.
 _sources: dict[str, Source] = {}
-_opened: dict[str, xr.Dataset] = {}
+#: (reference, decoded) -> the opened dataset (stored view, or as users see it)
+_opened: dict[tuple[str, bool], xr.Dataset] = {}
 _open_lock = threading.Lock()
 _site: str | None = None
 _results_dir: str | None = None
@@ -44,12 +46,12 @@ class DatasetNotHere(LookupError):
     """A read task ran on a worker of a site that does not hold its dataset."""
 
 
-def _dataset(ref: str) -> xr.Dataset:
-    ds = _opened.get(ref)
+def _dataset(ref: str, decoded: bool = False) -> xr.Dataset:
+    ds = _opened.get((ref, decoded))
     if ds is not None:
         return ds
     with _open_lock:
-        if ref not in _opened:
+        if (ref, decoded) not in _opened:
             source = _source(ref)
             if source is None:
                 try:
@@ -60,17 +62,26 @@ def _dataset(ref: str) -> xr.Dataset:
                     f"dataset {ref!r} is not held at {where} (site {_site!r}); "
                     f"it can only be read at site {ref.split('/')[0]!r}"
                 )
-            _opened[ref] = source.open()
-        return _opened[ref]
+            _opened[ref, decoded] = source.open() if decoded else source.open_stored()
+        return _opened[ref, decoded]
 
 
-def read_chunk(dataset: str, variable: str, index: tuple[slice, ...]) -> np.ndarray:
+def read_chunk(
+    dataset: str, variable: str, index: tuple[slice, ...], decoded: bool = False
+) -> np.ndarray:
     """Read one chunk of ``variable`` of ``dataset`` (``site/name``) from local files.
 
-    This is the only function that touches a site's data; the routing plugin finds
-    tasks that call it and binds them to the dataset's site.
+    ``decoded=False`` returns the values as stored (packed integers, character arrays,
+    times as numbers: the client decodes them); ``True`` returns them decoded, as
+    ``xr.open_dataset`` shows them. This is the only function that touches a site's
+    data; the routing plugin finds tasks that call it and binds them to the dataset's
+    site.
     """
-    return np.asarray(_dataset(dataset)[variable].variable[index].values)
+    var = _dataset(dataset, decoded)[variable].variable[index]
+    # a combined glob is dask-backed: compute it here, in this task's thread, instead of
+    # submitting to the hub from inside a task
+    with dask.config.set(scheduler="synchronous"):
+        return np.asarray(var.values)
 
 
 class SiteWorkerPlugin(WorkerPlugin):

@@ -19,8 +19,8 @@ from typing import Any
 import xarray as xr
 
 from . import read
-from .catalog import describe_dataset
 from .config import NAME_PATTERN, NAME_RULE, SiteConfig
+from .describe import describe_source
 from .errors import ResultError
 from .sources import ZarrSource
 
@@ -36,11 +36,9 @@ def _describe(site: str, path: Path) -> dict[str, Any]:
     name = path.name[: -len(".zarr")]
     provenance_file = path.with_name(name + PROVENANCE_SUFFIX)
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
-    source = ZarrSource(str(path))
-    with source.open() as ds:
-        info = describe_dataset(
-            site, f"{read.RESULTS}{name}", ds, provenance.get("description", ""), source.stamp()
-        )
+    info = describe_source(
+        site, f"{read.RESULTS}{name}", ZarrSource(str(path)), provenance.get("description", "")
+    )
     return {"info": info.to_wire(), "provenance": provenance}
 
 
@@ -85,7 +83,8 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
     obj.to_zarr(tmp, mode="w", consolidated=False)
     os.replace(tmp, path)  # readers never see a half-written result
     path.with_name(name + PROVENANCE_SUFFIX).write_text(json.dumps(provenance, indent=2))
-    read._opened.pop(ref, None)  # a replaced result must be reopened
+    for decoded in (False, True):  # a replaced result must be reopened
+        read._opened.pop((ref, decoded), None)
     entry = _describe(site, path)
     worker = get_worker()
     sync(

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import dask
+import xarray as xr
 from dask.utils import parse_bytes
 from distributed import Nanny
 from distributed.comm import get_address_host
@@ -25,14 +26,15 @@ from distributed.comm.addressing import unparse_host_port
 from distributed.core import rpc
 from distributed.security import Security
 
-from .catalog import DatasetInfo, describe_dataset
+from .catalog import DatasetInfo
 from .config import ConfigError, SiteConfig
+from .describe import describe_source
 from .errors import HubUnavailable
 from .labels import worker_resources
 from .methods import MethodInfo, describe_function, load_function
 from .read import SiteWorkerPlugin
 from .results import scan_results
-from .sources import source_for
+from .sources import OptionError, source_for
 from .strict import StrictNanny, StrictPolicy
 
 logger = logging.getLogger("federation.site")
@@ -79,33 +81,41 @@ def strict_policy(cfg: SiteConfig) -> StrictPolicy:
 
 
 def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
-    """Open each dataset of the site and describe it; a file that cannot be opened
-    stops the site with a message naming the dataset."""
+    """Open each dataset of the site and describe it; an option the engine does not
+    accept, or a source it cannot open, stops the site with a message naming the
+    dataset."""
     infos = []
     for name, ds_cfg in cfg.datasets.items():
         source = source_for(ds_cfg)
+        engine = source.engine or "guessed"
         try:
-            with source.open() as ds:
-                infos.append(
-                    describe_dataset(
-                        cfg.site, name, ds, ds_cfg.description, source.stamp(),
-                        replica_of=ds_cfg.replica_of,
-                    )
-                )
-                info = infos[-1]
-                limit = ds_cfg.max_egress_bytes
-                if ds_cfg.egress == "aggregated" and limit is None:
-                    limit = info.nbytes // 100  # the default: 1 % of the raw size
-                infos[-1] = dataclasses.replace(
-                    info, egress=ds_cfg.egress,
-                    max_egress_bytes=parse_bytes(limit) if isinstance(limit, str) else limit,
-                )
-        except Exception as e:  # any reader error: corrupt store, wrong engine, ...
+            source.check_options()
+        except OptionError as e:
             raise ConfigError(
-                f"datasets.{name}: cannot open {ds_cfg.path!r} with the "
-                f"{source.engine} engine: {type(e).__name__}: {e}. Fix the path, the file, "
-                f"or set 'engine:' (zarr or netcdf)"
+                f"datasets.{name}.open_options.{e.key}: {e}. Remove it or fix its name"
             ) from None
+        except ValueError as e:  # no engine can open it, or an unknown engine
+            raise ConfigError(
+                f"datasets.{name}: cannot open {ds_cfg.path!r}: {e}. Set 'engine:' to an "
+                f"installed one ({', '.join(xr.backends.list_engines())}, icechunk)"
+            ) from None
+        try:
+            info = describe_source(
+                cfg.site, name, source, ds_cfg.description, replica_of=ds_cfg.replica_of
+            )
+        except Exception as e:  # any reader error: corrupt store, wrong engine, bad option
+            raise ConfigError(
+                f"datasets.{name}: cannot open {ds_cfg.path!r} with the {engine} engine "
+                f"and open_options {ds_cfg.open_options}: {type(e).__name__}: {e}. Fix the "
+                "path, the file, 'engine:' or 'open_options:'"
+            ) from None
+        limit = ds_cfg.max_egress_bytes
+        if ds_cfg.egress == "aggregated" and limit is None:
+            limit = info.nbytes // 100  # the default: 1 % of the raw size
+        infos.append(dataclasses.replace(
+            info, egress=ds_cfg.egress,
+            max_egress_bytes=parse_bytes(limit) if isinstance(limit, str) else limit,
+        ))
     return infos
 
 

@@ -1,43 +1,149 @@
-"""Opening a site's files with xarray: one small class per storage engine.
+"""Opening a site's data with xarray, as the site's config says: engine and open options.
 
-Sources run only at the site (in the site process to build the catalog, and in the
-site's workers to read chunks). Nothing here is ever sent to the hub.
+A :class:`Source` opens one dataset two ways (see :mod:`federation.catalog`): as users
+see it (``open``, exactly ``xr.open_dataset(path, engine=..., **open_options)``, or
+``xr.open_mfdataset`` for a glob), and as stored (``open_stored``: the same with
+``decode_cf=False``, so read tasks move encoded chunks). Sources run only at the site
+(in the site process to build the catalog, and in the site's workers to read chunks).
+Nothing here is ever sent to the hub.
 """
 
 from __future__ import annotations
 
 import glob
+import inspect
 import os
 import warnings
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import xarray as xr
 
+from .catalog import DECODE_OPTIONS, decode_kwargs
 from .config import DatasetConfig
+
+#: options of ``engine: icechunk`` that choose the version; the rest go to xarray's zarr
+ICECHUNK_VERSION = ("branch", "tag", "snapshot_id")
+
+
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
+class OptionError(ValueError):
+    """An ``open_options`` key the engine does not accept; ``key`` names it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _parameters(func: Any) -> set[str]:
+    return {
+        p.name for p in inspect.signature(func).parameters.values()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
 
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset's files at the site."""
+    """A dataset's files (or URL, or Icechunk repository) at the site.
+
+    ``engine`` is any installed xarray engine (``None``: xarray guesses) or
+    ``icechunk``; ``open_options`` are keyword arguments of ``xr.open_dataset`` (of
+    ``xr.open_mfdataset`` for a glob: ``combine``, ``concat_dim`` ...).
+    """
 
     path: str
-    engine: ClassVar[str]
+    engine: str | None = None
+    open_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_glob(self) -> bool:
+        return not is_url(self.path) and glob.has_magic(self.path)
+
+    def _target(self) -> tuple[Any, str | None, dict[str, Any]]:
+        """What to hand xarray: path or store, engine, remaining options."""
+        options = dict(self.open_options)
+        if self.engine != "icechunk":
+            return self.path, self.engine, options
+        import icechunk
+
+        version = {k: options.pop(k) for k in ICECHUNK_VERSION if k in options}
+        if not version:
+            version = {"branch": "main"}
+        repo = icechunk.Repository.open(icechunk.local_filesystem_storage(self.path))
+        options.setdefault("consolidated", False)
+        return repo.readonly_session(**version).store, "zarr", options
+
+    def check_options(self) -> None:
+        """Refuse ``open_options`` that neither xarray nor the engine accepts.
+
+        Raises
+        ------
+        OptionError
+            Naming the key and the keys the engine accepts.
+        """
+        engine = "zarr" if self.engine == "icechunk" else self.engine
+        if engine is None:
+            target = sorted(glob.glob(self.path))[0] if self.is_glob else self.path
+            engine = xr.backends.plugins.guess_engine(target)
+        backend = xr.backends.plugins.get_backend(engine)
+        allowed = _parameters(xr.open_dataset) | set(backend.open_dataset_parameters or ())
+        if self.is_glob:
+            allowed |= _parameters(xr.open_mfdataset)
+        if self.engine == "icechunk":
+            allowed |= set(ICECHUNK_VERSION)
+        allowed -= {"filename_or_obj", "paths", "engine", "chunks", "cache"}
+        for key in self.open_options:
+            if key not in allowed:
+                raise OptionError(
+                    key,
+                    f"the {self.engine or engine} engine does not accept {key!r}; "
+                    f"accepted: {', '.join(sorted(allowed))}",
+                )
 
     def open(self) -> xr.Dataset:
-        """Open lazily: no array data is read until a variable is indexed."""
-        raise NotImplementedError
+        """The dataset as users see it; lazy (no array data is read until indexed)."""
+        target, engine, options = self._target()
+        with warnings.catch_warnings():
+            # stores without consolidated metadata are normal for zarr v3
+            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
+            if self.is_glob:
+                # dask-backed, one chunk per file: a read touches only the files it overlaps
+                return xr.open_mfdataset(sorted(glob.glob(self.path)), engine=engine, **options)
+            decoders = decode_kwargs(options)
+            options = {k: v for k, v in options.items() if k not in DECODE_OPTIONS}
+            return xr.open_dataset(
+                target, engine=engine, chunks=None, cache=False, **options, **decoders
+            )
+
+    def open_stored(self) -> xr.Dataset:
+        """The variables as stored: the same source with ``decode_cf=False``."""
+        if self.is_glob:
+            raise ValueError(f"{self.path!r}: a glob is combined from decoded files")
+        target, engine, options = self._target()
+        options = {k: v for k, v in options.items() if k not in DECODE_OPTIONS}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
+            return xr.open_dataset(
+                target, engine=engine, chunks=None, cache=False, decode_cf=False, **options
+            )
 
     def stamp(self) -> str:
         """Sizes and modification times of the files, to version the catalog entry."""
-        files = sorted(glob.glob(self.path)) if glob.has_magic(self.path) else [self.path]
+        if is_url(self.path):
+            return self.path
+        files = sorted(glob.glob(self.path)) if self.is_glob else [self.path]
         parts = []
         for f in files:
             if os.path.isdir(f):
-                # a zarr store: its metadata files change when arrays are rewritten
+                # a zarr store or Icechunk repository: metadata files change on writes
                 for root, _, names in os.walk(f):
                     for n in names:
-                        if n in ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"):
+                        if n in ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata") or (
+                            self.engine == "icechunk"
+                        ):
                             st = os.stat(os.path.join(root, n))
                             parts.append(f"{n}:{st.st_size}:{st.st_mtime_ns}")
             else:
@@ -48,33 +154,10 @@ class Source:
 
 @dataclass(frozen=True)
 class ZarrSource(Source):
-    engine: ClassVar[str] = "zarr"
+    """A zarr store (published results, and the demo's datasets)."""
 
-    def open(self) -> xr.Dataset:
-        with warnings.catch_warnings():
-            # stores without consolidated metadata are normal for zarr v3
-            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
-            return xr.open_zarr(self.path, chunks=None)
-
-
-@dataclass(frozen=True)
-class NetCDFSource(Source):
-    """A netCDF file, or a glob of files combined along their coordinates."""
-
-    engine: ClassVar[str] = "netcdf"
-
-    def open(self) -> xr.Dataset:
-        if glob.has_magic(self.path):
-            files = sorted(glob.glob(self.path))
-            # chunks=None keeps every file lazily indexed without dask; reading a chunk
-            # then touches only the files it overlaps.
-            parts = [xr.open_dataset(f, chunks=None, cache=False) for f in files]
-            return xr.combine_by_coords(parts, combine_attrs="drop_conflicts")
-        return xr.open_dataset(self.path, chunks=None, cache=False)
-
-
-ENGINES: dict[str, type[Source]] = {cls.engine: cls for cls in (ZarrSource, NetCDFSource)}
+    engine: str | None = "zarr"
 
 
 def source_for(ds: DatasetConfig) -> Source:
-    return ENGINES[ds.resolved_engine](ds.path)
+    return Source(ds.path, ds.resolved_engine, dict(ds.open_options))

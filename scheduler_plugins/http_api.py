@@ -520,20 +520,26 @@ class CatalogHandler(BaseHandler):
 
 
 def dataset_json(info: DatasetInfo) -> dict[str, Any]:
+    """A dataset's metadata as xarray shows it at its site: real dtypes, calendars,
+    attrs, encodings, and the values of the coordinates the catalog carries."""
+    from federation.lazy import catalog_coordinates
+
+    coords = catalog_coordinates(info)
     variables = []
     for v in info.variables.values():
         d: dict[str, Any] = {
             "name": v.name, "dims": list(v.dims), "shape": list(v.shape), "dtype": v.dtype,
-            "chunks": list(v.chunks), "nbytes": v.nbytes, "attrs": v.attrs,
+            "calendar": v.calendar, "chunks": list(v.chunks), "nbytes": v.nbytes,
+            "attrs": to_jsonable(v.attrs), "encoding": to_jsonable(v.encoding),
             "is_coord": v.is_coord,
         }
-        if v.values is not None:
-            d["values"] = to_jsonable(v.array())["data"]
+        if v.name in coords.variables:
+            d["values"] = to_jsonable(coords.variables[v.name].values)["data"]
         variables.append(d)
     return {
         "dataset": info.ref, "site": info.site, "name": info.name,
         "description": info.description, "version": info.version, "dims": info.dims,
-        "nbytes": info.nbytes, "data_vars": info.data_vars, "attrs": info.attrs,
+        "nbytes": info.nbytes, "data_vars": info.data_vars, "attrs": to_jsonable(info.attrs),
         "variables": variables,
     }
 

@@ -70,6 +70,10 @@ def _variable(var: Any) -> dict[str, Any]:
     }
 
 
+def module_of(value: Any) -> str:
+    return type(value).__module__.split(".", 1)[0]
+
+
 def to_jsonable(value: Any) -> Any:
     """``value`` as plain JSON types (see the module docstring for the tagged forms)."""
     if value is None or isinstance(value, (bool, str)):
@@ -86,7 +90,13 @@ def to_jsonable(value: Any) -> Any:
         if isinstance(value, np.complexfloating):
             return [to_jsonable(float(value.real)), to_jsonable(float(value.imag))]
         return to_jsonable(value.item())
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+    if isinstance(value, np.dtype):  # encoding["dtype"]
+        return str(value)
+    if isinstance(value, type):  # encoding["dtype"] = str for variable-length strings
+        return value.__name__
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)) or (
+        module_of(value) == "cftime" and hasattr(value, "isoformat")
+    ):  # cftime dates (noleap, 360_day ...) as ISO text, like numpy's
         return value.isoformat()
     if isinstance(value, _dt.timedelta):
         return value.total_seconds()
@@ -97,7 +107,7 @@ def to_jsonable(value: Any) -> Any:
             "type": "ndarray", "dtype": str(value.dtype), "shape": list(value.shape),
             "data": _array_data(value),
         }
-    module = type(value).__module__.split(".", 1)[0]
+    module = module_of(value)
     if module == "xarray":
         import xarray as xr
 

@@ -27,6 +27,10 @@ export interface CatalogRow {
   dims: Record<string, number>;
   shape: number[];
   dtype: string;
+  /** variable -> dtype as xarray shows it at the site ("float32", "<U6", "object") */
+  dtypes: Record<string, string>;
+  /** date variable -> calendar ("noleap", "360_day", "standard" ...) */
+  calendars: Record<string, string>;
   nbytes: number;
   chunks: Record<string, number>;
   description: string;
@@ -37,9 +41,12 @@ export interface VariableInfo {
   dims: string[];
   shape: number[];
   dtype: string;
+  /** the calendar of date variables, else null */
+  calendar: string | null;
   chunks: number[];
   nbytes: number;
   attrs: Record<string, unknown>;
+  encoding: Record<string, unknown>;
   is_coord: boolean;
   /** coordinate values, when the catalog carries them (index coordinates always) */
   values?: unknown[];
