@@ -13,7 +13,6 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-import dask
 import numpy as np
 import xarray as xr
 from distributed import WorkerPlugin, get_worker
@@ -78,10 +77,12 @@ def read_chunk(
     site.
     """
     var = _dataset(dataset, decoded)[variable].variable[index]
-    # a combined glob is dask-backed: compute it here, in this task's thread, instead of
-    # submitting to the hub from inside a task
-    with dask.config.set(scheduler="synchronous"):
-        return np.asarray(var.values)
+    if var.chunks is not None:
+        # a combined glob is dask-backed: compute it here, in this task's thread, instead
+        # of submitting to the hub from inside a task. Not with dask.config.set: that is
+        # process-wide and would turn other threads' computations local too.
+        var = var.compute(scheduler="synchronous")
+    return np.asarray(var.values)
 
 
 class SiteWorkerPlugin(WorkerPlugin):

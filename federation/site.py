@@ -94,10 +94,12 @@ def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
             raise ConfigError(
                 f"datasets.{name}.open_options.{e.key}: {e}. Remove it or fix its name"
             ) from None
-        except ValueError as e:  # no engine can open it, or an unknown engine
+        except ValueError as e:  # no engine recognises it, or an unknown engine
+            engines = [e for e in xr.backends.list_engines() if e not in ("federation", "store")]
+            first = str(e).split(". ")[0]  # xarray's message goes on with links
             raise ConfigError(
-                f"datasets.{name}: cannot open {ds_cfg.path!r}: {e}. Set 'engine:' to an "
-                f"installed one ({', '.join(xr.backends.list_engines())}, icechunk)"
+                f"datasets.{name}: cannot open {ds_cfg.path!r}: {first}. Set 'engine:' to "
+                f"an installed one ({', '.join(engines)}, icechunk)"
             ) from None
         try:
             info = describe_source(

@@ -41,7 +41,7 @@ BAD_CONFIGS = [
     ("corrupt-zarr", "site: awi\ndatasets:\n  sst: {path: corrupt.zarr}\n",
      "datasets.sst: cannot open .* with the zarr engine"),
     ("not-netcdf", "site: awi\ndatasets:\n  sst: {path: notes.txt}\n",
-     "datasets.sst: cannot open .* with the netcdf engine"),
+     "datasets.sst: cannot open .*notes.txt.*Set 'engine:' to an installed one"),
 ]
 
 
