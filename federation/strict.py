@@ -400,7 +400,43 @@ def _subimport(name: str) -> Any:
     return importlib.import_module(name)
 
 
+# What the hub sends on for code it did not unpickle (see federation.strict_hub): a
+# plain unpickler (open sites) resolves and builds it as pickle would; a strict site
+# resolves under its policy.
+
+def resolve_global(module: str, name: str) -> Any:
+    """The global ``module.name``, as pickle's own lookup finds it."""
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def newobj(cls: type, *args: Any) -> Any:
+    """``cls.__new__(cls, *args)``, as pickle's NEWOBJ does."""
+    return cls.__new__(cls, *args)
+
+
+def apply_kwargs(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """``func(*args, **kwargs)``, as pickle's REDUCE does with keywords."""
+    return func(*args, **kwargs)
+
+
+def _strict_resolve(module: str, name: str) -> Any:
+    wrapped = WRAPPED.get(f"{module}:{name}")
+    if wrapped is not None:
+        return wrapped
+    assert _policy is not None
+    reason = _policy.refusal(module, name)
+    if reason:
+        return _refuse(f"{module}.{name}", reason)
+    return resolve_global(module, name)
+
+
 WRAPPED: dict[str, Callable] = {
+    "federation.strict:resolve_global": _strict_resolve,
+    "federation.strict:newobj": newobj,
+    "federation.strict:apply_kwargs": apply_kwargs,
     "cloudpickle.cloudpickle:_make_function": _make_function,
     "cloudpickle.cloudpickle:_function_setstate": _function_setstate,
     "cloudpickle.cloudpickle:_builtin_type": _builtin_type,

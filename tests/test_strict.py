@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import io
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import dask
+import dask.array
 import dateutil.tz
 import numpy as np
 import numpy.ma.mrecords
@@ -20,12 +22,14 @@ import pandas as pd
 import pytest
 import toolz
 import xarray as xr
-from distributed import WorkerPlugin
+from distributed import Client, Scheduler, Worker, WorkerPlugin
 from distributed.core import rpc
 from distributed.protocol.serialize import Serialized, ToPickle
+from distributed.utils_test import gen_test
 
-from federation import StrictRefusal, strict
+from federation import StrictRefusal, strict, strict_hub
 from federation.local import LocalFederation
+from federation.security import init_ca, issue, security
 from federation.strict_corpus import PATH_PARAMETERS, legitimate_values, review
 
 from .conftest import AWI_METHODS, AWI_TOOLS, make_site, open_local, worker_sites
@@ -451,3 +455,62 @@ def test_the_allow_list_holds_nothing_that_opens_paths():
                   "numpy.ma.mrecords:openfile", "importlib:import_module",
                   "xarray.backends.api:open_dataset", "pandas.io.parsers.readers:read_csv"):
         assert entry not in strict.ALLOWLIST
+
+
+# -- the hub: users' graphs unpickle with the allow-list ------------------------------------
+
+
+class Touch:
+    """Creates a file when unpickled by a plain unpickler."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+@gen_test(timeout=120)
+async def test_a_users_pickled_graph_runs_no_code_on_the_hub(tmp_path):
+    """Issue 13, item 8: the hub unpickled graphs with plain pickle."""
+    ca = init_ca(tmp_path / "ca")
+    creds = {who: security(ca, *issue(tmp_path / "ca", role, who))
+             for role, who in (("hub", "hub"), ("site", "geomar"), ("user", "carol"),
+                               ("user", "root"))}
+    with dask.config.set({"federation.admins": ["root"]}):
+        async with (
+            Scheduler(security=creds["hub"], host="127.0.0.1", protocol="tls",
+                      dashboard_address=":0") as hub,
+            Worker(hub.address, security=creds["geomar"], resources={"site:geomar": 1}),
+        ):
+            strict_hub.install_hub(hub.listeners)
+            async with Client(hub.address, security=creds["carol"], asynchronous=True) as carol:
+                # held at the hub: no worker has the resource, only the hub unpickles it
+                marker = tmp_path / "ran-at-hub"
+                held = carol.submit(operator.add, Touch(marker), 1, resources={"nowhere": 1},
+                                    key="held")
+                while "held" not in hub.tasks:
+                    await asyncio.sleep(0.05)
+                assert not marker.exists() and held.status == "pending"
+                # a pickled function sent to run on the hub does not run either
+                with pytest.raises(Exception, match="the hub does not run code sent by users"):
+                    await carol.run_on_scheduler(Path.touch, marker)
+                assert not marker.exists()
+
+                # the legitimate versions pass through the hub to the worker unchanged
+                def local(x, offset=1):
+                    return x + offset + len(str(marker))
+
+                assert await carol.submit(local, 1, offset=2) == 3 + len(str(marker))
+                ran = tmp_path / "ran-at-site"
+                await carol.submit(toolz.identity, Touch(ran), key="sited")
+                assert ran.exists()  # the open site runs it, as the README says
+                array = dask.array.ones((10, 10), chunks=5).map_blocks(local)
+                assert float(await carol.compute(array.sum())) == 100 * (2 + len(str(marker)))
+            # an admin's pickle is unpickled plainly (the payload is live)
+            async with Client(hub.address, security=creds["root"], asynchronous=True) as root:
+                held = root.submit(operator.add, Touch(marker), 1, resources={"nowhere": 1},
+                                   key="ad")
+                while "ad" not in hub.tasks:
+                    await asyncio.sleep(0.05)
+                assert marker.exists()
