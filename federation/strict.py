@@ -4,17 +4,20 @@ A site with ``strict: true`` starts :class:`StrictNanny` processes whose workers
 :class:`StrictWorker`. Both replace distributed's unpickler with
 :func:`restricted_loads` before they listen on the network, so every pickled payload
 that reaches them — task specs from the hub, data from clients and peers, errors —
-is unpickled with an unpickler that resolves only allow-listed globals (see
-:class:`StrictPolicy`). Unpickling *is* running code: a payload whose ``__reduce__``
-names ``os.system`` runs it inside a plain ``pickle.loads``. Here a refused global is
-never imported, let alone called.
+is unpickled with an unpickler that resolves only the exact functions and classes of
+the generated allow-list (:data:`ALLOWLIST`, see :mod:`federation.strict_corpus`) and
+the site's own code (see :class:`StrictPolicy`). Unpickling *is* running code: a
+payload whose ``__reduce__`` names ``os.system`` runs it inside a plain
+``pickle.loads``. Here a refused global is never imported, let alone called.
 
 A refused global does not make unpickling fail: distributed decodes the scheduler's
 stream of tasks in one place for all of them, and an exception there breaks the
 worker's connection with the hub. Instead the unpickler hands out an inert
 :class:`Refused` stand-in, and :func:`restricted_loads` replaces a task spec that
 contains one by a task that raises :class:`~federation.errors.StrictRefusal` naming
-what was refused and the fix. The task fails; the worker keeps serving.
+what was refused and the fix. A payload that fails to unpickle at all (malformed, or
+a listed constructor choking on a refused part) becomes a stand-in too. The task fails;
+the worker keeps serving.
 
 Out-of-band code (``client.run``, worker and nanny plugins, ``upload_file``, actors)
 is refused by the strict worker and nanny themselves.

@@ -40,6 +40,7 @@ from .strict import (
     WRAPPED,
     _canonical,
     _getattr,
+    _is_exception,
     apply_kwargs,
     newobj,
     resolve_global,
@@ -63,8 +64,9 @@ STATE_SETTERS = (
     ("cloudpickle.cloudpickle", "_class_setstate"),
 )
 
-#: Globals the scheduler itself reads from users' messages besides graphs.
-HUB_GLOBALS = frozenset({"distributed.client:SourceCode"})
+#: Globals the scheduler itself reads from users' messages besides the allow-list: the
+#: code of a computation, and futures in graphs (which it replaces by their keys).
+HUB_GLOBALS = frozenset({"distributed.client:SourceCode", "distributed.client:Future"})
 
 
 # -- stand-ins at the hub ---------------------------------------------------------------------
@@ -132,6 +134,12 @@ def _hub_getattr(obj: Any, name: str, *default: Any) -> Any:
     return _getattr(obj, name, *default)
 
 
+def _is_error(module: str, name: str) -> bool:
+    """Builtin exceptions and dask-federation's errors (distributed's error replies are
+    test-unpickled where they are made)."""
+    return (module == "builtins" and _is_exception(name)) or module == "federation.errors"
+
+
 def _hub_newobj(cls: Any, *args: Any) -> Any:
     return Opaque("new", cls, args, {}) if isinstance(cls, Opaque) else newobj(cls, *args)
 
@@ -170,9 +178,11 @@ class _HubUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return Opaque("global", None, (module, name), {})  # the hub builds no code
         if ref in WRAPPED:
             return WRAPPED[ref]
-        if ref in ALLOWLIST or ref in HUB_GLOBALS or _canonical(module, name) in ALLOWLIST:
-            if not any(part.startswith("__") for part in name.split(".")) or ref in ALLOWLIST:
-                return super().find_class(module, name)
+        if ref in ALLOWLIST or ref in HUB_GLOBALS or (
+            not any(part.startswith("__") for part in name.split("."))
+            and (_canonical(module, name) in ALLOWLIST or _is_error(module, name))
+        ):
+            return super().find_class(module, name)
         return Opaque("global", None, (module, name), {})
 
 

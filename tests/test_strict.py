@@ -22,8 +22,10 @@ import pandas as pd
 import pytest
 import toolz
 import xarray as xr
+from dask._task_spec import Task
 from distributed import Client, Scheduler, Worker, WorkerPlugin
 from distributed.core import rpc
+from distributed.protocol import pickle as distributed_pickle
 from distributed.protocol.serialize import Serialized, ToPickle
 from distributed.utils_test import gen_test
 
@@ -514,3 +516,37 @@ async def test_a_users_pickled_graph_runs_no_code_on_the_hub(tmp_path):
                 while "ad" not in hub.tasks:
                     await asyncio.sleep(0.05)
                 assert marker.exists()
+
+
+def test_what_the_hub_does_not_run_reaches_workers_unchanged(policy, tmp_path):
+    """Opaque at the hub; rebuilt as sent by an open site; refused by name at a strict one."""
+    marker = tmp_path / "ran"
+
+    class Settings:
+        def __init__(self):
+            self.scale = [2]
+
+        def apply(self, x):
+            return x * self.scale[0] + len(marker.name)
+
+    def session_function(x, *, offset=1):
+        return Settings().apply(x) + offset
+
+    for payload, expected in (
+        (Task("k", session_function, 3, offset=2), 11),
+        (Task("k", Settings().apply, 3), 9),
+        (Task("k", toolz.identity, Touch(marker)), None),
+    ):
+        at_hub = strict_hub.hub_loads(distributed_pickle.dumps(payload))
+        assert not marker.exists()  # nothing ran at the hub
+        sent_on = distributed_pickle.dumps(at_hub)
+        assert pickle.loads(sent_on)({}) == expected  # an open site
+        refused = strict.restricted_loads(sent_on)  # a strict site
+        with pytest.raises(StrictRefusal, match=r"refuses .*'(cloudpickle\.cloudpickle\."
+                           r"_make_function|pathlib\.Path\.touch)'"):
+            refused({})
+    assert marker.exists()  # the open site ran the last one
+    # what the strict allow-list names is built at the hub as it is everywhere
+    ds = xr.Dataset({"a": ("time", [1.0])}, coords={"time": pd.date_range("2000", periods=1,
+                                                                           tz="UTC")})
+    xr.testing.assert_identical(strict_hub.hub_loads(pickle.dumps(ds)), ds)
