@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from federation.strict_hub import install_hub
+
 from .boundary import BoundaryPlugin
 from .catalog import CatalogPlugin
 from .outage import OutagePlugin
@@ -43,6 +45,8 @@ def install(scheduler: Scheduler) -> FederationState:
 
     routing = RoutingPlugin(state)
     refusals = Refusals(scheduler, routing)
+    # the hub runs no user code: users' messages unpickle with the strict allow-list
+    install_hub(scheduler.listeners)
     for plugin in (
         CatalogPlugin(state), routing, TrafficPlugin(state), BoundaryPlugin(state),
         OutagePlugin(state, routing),

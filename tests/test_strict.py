@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import inspect
+import io
 import operator
 import os
 import pickle
@@ -10,15 +14,25 @@ import sys
 from pathlib import Path
 
 import dask
+import dask.array
+import dateutil.tz
 import numpy as np
+import numpy.ma.mrecords
+import pandas as pd
 import pytest
+import toolz
 import xarray as xr
-from distributed import WorkerPlugin
+from dask._task_spec import Task
+from distributed import Client, Scheduler, Worker, WorkerPlugin
 from distributed.core import rpc
-from distributed.protocol.serialize import ToPickle
+from distributed.protocol import pickle as distributed_pickle
+from distributed.protocol.serialize import Serialized, ToPickle
+from distributed.utils_test import gen_test
 
-from federation import StrictRefusal, strict
+from federation import StrictRefusal, strict, strict_hub
 from federation.local import LocalFederation
+from federation.security import init_ca, issue, security
+from federation.strict_corpus import PATH_PARAMETERS, legitimate_values, review
 
 from .conftest import AWI_METHODS, AWI_TOOLS, make_site, open_local, worker_sites
 
@@ -100,7 +114,7 @@ def test_a_function_from_the_client_is_refused_and_nothing_runs(strict_federatio
 
     # by value (defined in this test): cloudpickle's function builder is refused
     future = fed.client.submit(evil, 1, resources={"site:awi": 1}, pure=False)
-    with pytest.raises(StrictRefusal, match=r"strict site 'awi' refuses "
+    with pytest.raises(StrictRefusal, match=r"strict site 'awi' refuses .*"
                        r"'cloudpickle\.cloudpickle\._make_function' \(code defined in the "
                        r"client's session, sent by value\).*strict_modules"):
         future.result(timeout=30)
@@ -259,3 +273,280 @@ def test_ordinary_values_unpickle_unchanged(policy):
     back = strict.restricted_loads(pickle.dumps(value))
     xr.testing.assert_identical(back["ds"], ds)
     assert back["f"](ds.a).tolist() == [0.0, 1.0, 2.0] and back["s"] == slice(1, 2)
+
+
+# -- legitimate values and analyses, malformed payloads, the allow-list itself ------------
+
+
+def _time_indexed() -> dict[str, xr.DataArray]:
+    """Data of the kinds that killed strict workers: tz-aware, cftime and MultiIndex."""
+    values = np.arange(8.0).reshape(4, 2)
+    naive = pd.date_range("2000-01-01", periods=4, freq="D")
+    noleap = xr.date_range("2000-01-01", periods=4, calendar="noleap", use_cftime=True)
+    multi = xr.Coordinates.from_pandas_multiindex(
+        pd.MultiIndex.from_product([["a", "b"], [1, 2]], names=["x", "y"]), "time")
+    return {
+        name: xr.DataArray(values, dims=("time", "z"), coords=coords, name="v")
+        for name, coords in (
+            ("naive", {"time": naive}),
+            ("aware", {"time": naive.tz_localize("Europe/Berlin")}),
+            ("cftime", {"time": noleap}),
+            ("multiindex", multi),
+        )
+    }
+
+
+def test_time_indexed_and_multiindexed_data_through_methods_and_results(
+    strict_federation, fed
+):
+    workers = _workers(fed, "awi")
+    for data in _time_indexed().values():
+        # as a value, and lazy (its graph carries the indexes to the strict worker)
+        for arg in (data, data.chunk(time=2)):
+            out = fed.call("awi/scale", arg, factor=2.0).result(timeout=60)
+            xr.testing.assert_identical(out, data * 2.0)
+    # stored as results at the strict site (tz-aware times cannot be stored: no CF encoding)
+    for name in ("naive", "cftime"):
+        data = _time_indexed()[name]
+        fed.publish_result(f"indexed-{name}", data.chunk(time=2), site="awi", overwrite=True)
+        # as the strict worker wrote it (the catalog's own view of cftime is not tested here)
+        path = strict_federation.root / "awi" / "results" / f"indexed-{name}.zarr"
+        with xr.open_zarr(path, use_cftime=name == "cftime") as stored:
+            xr.testing.assert_identical(stored.v.load(), data)
+    _assert_strict_site_serves(fed, strict_federation, workers)
+
+
+def test_malformed_and_failing_payloads_fail_alone_and_the_worker_survives(
+    strict_federation, fed
+):
+    workers = _workers(fed, "awi")
+    (addr,) = workers[:1]
+
+    async def send_and_fetch(**data):
+        async with rpc(addr) as worker:
+            await worker.update_data(data=data)
+            return await worker.get_data(keys=list(data))
+
+    garbage = Serialized({"serializer": "pickle", "writeable": (False,)},
+                         [b"\x80\x05garbage", b""])
+    refused = fed.client.sync(send_and_fetch, garbage=garbage)["data"]["garbage"]
+    assert isinstance(refused, StrictRefusal)
+    assert "strict site 'awi' could not unpickle what it was sent: UnpicklingError" in str(
+        refused)
+    # a payload that the hub unpickles but the strict worker cannot (a time zone class
+    # not on the allow-list, inside a DatetimeIndex): only that task fails
+    index = pd.DatetimeIndex(["2000-01-01"], tz=dateutil.tz.tzutc())
+    future = fed.client.submit(len, index, resources={"site:awi": 1}, pure=False)
+    with pytest.raises(StrictRefusal, match=r"refuses 'dateutil\.tz\.tz\.tzutc' \(not on"):
+        future.result(timeout=30)
+    _assert_strict_site_serves(fed, strict_federation, workers)
+
+
+def test_allowed_functions_that_open_paths_are_refused(strict_federation, fed, marker):
+    """Issue 13, attack 5: a path-opening function inside an allowed library, chained
+    with methodcaller("read"), read any file the worker can read."""
+    workers = _workers(fed, "awi")
+    secret = strict_federation.root / "awi" / "awi.yaml"
+    opened = fed.client.submit(np.ma.mrecords.openfile, str(secret), resources={"site:awi": 1})
+    read = fed.client.submit(operator.methodcaller("read"), opened, resources={"site:awi": 1})
+    with pytest.raises(StrictRefusal, match=r"refuses 'numpy\.ma\.mrecords\.openfile' \(not on "
+                       r"the allow-list\)"):
+        read.result(timeout=30)
+    # the reader alone, on data: methodcaller('read') is refused by name
+    lines = fed.client.submit(operator.methodcaller("read"), ["x"], resources={"site:awi": 1})
+    with pytest.raises(StrictRefusal, match=r"refuses \"operator\.methodcaller\('read'\)\""):
+        lines.result(timeout=30)
+    # the legitimate version: methodcaller and ordinary xarray work on the same site
+    sst = fed.open_dataset("awi/sst").sst
+    local = _local_sst(strict_federation)
+    chunk = fed.client.compute(sst.isel(time=0).data)
+    clipped = fed.client.submit(operator.methodcaller("clip", 0, 10), chunk,
+                                resources={"site:awi": 1})
+    np.testing.assert_array_equal(clipped.result(timeout=30), local.isel(time=0).clip(0, 10))
+    rolled = sst.rolling(time=3).mean().coarsen(lat=2, lon=2).mean().weighted(
+        np.cos(np.deg2rad(sst.lat.coarsen(lat=2).mean()))).mean(["lat", "lon"])
+    expected = local.rolling(time=3).mean().coarsen(lat=2, lon=2).mean().weighted(
+        np.cos(np.deg2rad(local.lat.coarsen(lat=2).mean()))).mean(["lat", "lon"])
+    np.testing.assert_allclose(rolled.compute().values, expected.values, rtol=1e-5)
+    assert not marker.exists()
+    _assert_strict_site_serves(fed, strict_federation, workers)
+
+
+def test_xarray_map_blocks_runs_and_session_code_does_not(strict_federation, fed):
+    """xarray's map_blocks sends its own nested wrapper by value: rebuilt only because its
+    code equals the allow-listed library function's."""
+    sst = fed.open_dataset("awi/sst").sst.isel(time=slice(0, 10))
+    out = sst.map_blocks(np.sqrt).compute()
+    np.testing.assert_allclose(out.values, np.sqrt(_local_sst(strict_federation).isel(
+        time=slice(0, 10)).values), rtol=1e-6)
+
+    def double(data):
+        return data * 2
+
+    with pytest.raises(StrictRefusal, match=r"'cloudpickle\.cloudpickle\._make_function' "
+                       r"\(code defined in the client's session"):
+        sst.map_blocks(double).compute()
+
+
+@pytest.mark.parametrize("name, value", list(legitimate_values().items()))
+def test_legitimate_values_unpickle_unchanged(policy, name, value):
+    back = strict.restricted_loads(pickle.dumps(value))
+    assert not isinstance(back, strict.Refused), back.refusal
+    assert type(back) is type(value)
+    assert repr(back) == repr(value)  # values, dtypes, time zones, calendars, index types
+    if isinstance(value, xr.Dataset):
+        xr.testing.assert_identical(back, value)
+
+
+def test_malformed_pickles_become_stand_ins(policy):
+    for payload in (b"\x80\x05garbage", pickle.dumps(1)[:-1], b""):
+        obj = strict.restricted_loads(payload)
+        assert isinstance(obj, strict.Refused) and not obj.is_coro
+        assert "could not unpickle what it was sent" in obj.refusal
+        with pytest.raises(StrictRefusal):
+            obj({})  # run as a task
+        with pytest.raises(StrictRefusal):
+            np.asarray(obj)  # used as a task's input
+
+
+def _resolve(entry: str):
+    module, qualname = entry.split(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split(".<locals>.")[0].split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _io_callables() -> set[int]:
+    """ids of the callables of numpy, pandas, xarray and dask that read or write files."""
+    import dask.array
+    import dask.bag
+    import xarray.backends
+
+    found = {id(open), id(io.open), id(os.open), id(os.system), id(eval), id(exec),
+             id(compile), id(__import__), id(importlib.import_module), id(subprocess.Popen),
+             id(numpy.ma.mrecords.openfile), id(np.memmap), id(Path.open)}
+    for module in (np, np.lib.format, pd, pd.io.parsers, xr, xarray.backends, dask,
+                   dask.array, dask.bag, dask.utils, toolz):
+        for name in dir(module):
+            obj = getattr(module, name, None)
+            if callable(obj) and strict.denied_name(module.__name__, name):
+                found.add(id(obj))
+    return found
+
+
+def test_the_allow_list_holds_nothing_that_opens_paths():
+    io_callables = _io_callables()
+    assert id(np.load) in io_callables and id(xr.open_dataset) in io_callables
+    problems = []
+    for entry in sorted(strict.ALLOWLIST):
+        obj = _resolve(entry)
+        if id(obj) in io_callables:
+            problems.append(f"{entry}: a known I/O function")
+        try:
+            params = inspect.signature(obj).parameters
+        except (TypeError, ValueError):
+            params = {}
+        if paths := sorted(set(params) & PATH_PARAMETERS):
+            problems.append(f"{entry}: takes {paths}")
+    # the corpus generator's own review agrees
+    assert review(sorted(strict.ALLOWLIST)) == []
+    assert problems == []
+    # and what pickles of attacks need is not there
+    for entry in ("posix:system", "builtins:open", "builtins:eval", "numpy:load",
+                  "numpy.ma.mrecords:openfile", "importlib:import_module",
+                  "xarray.backends.api:open_dataset", "pandas.io.parsers.readers:read_csv"):
+        assert entry not in strict.ALLOWLIST
+
+
+# -- the hub: users' graphs unpickle with the allow-list ------------------------------------
+
+
+class Touch:
+    """Creates a file when unpickled by a plain unpickler."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+@gen_test(timeout=120)
+async def test_a_users_pickled_graph_runs_no_code_on_the_hub(tmp_path):
+    """Issue 13, item 8: the hub unpickled graphs with plain pickle."""
+    ca = init_ca(tmp_path / "ca")
+    creds = {who: security(ca, *issue(tmp_path / "ca", role, who))
+             for role, who in (("hub", "hub"), ("site", "geomar"), ("user", "carol"),
+                               ("user", "root"))}
+    with dask.config.set({"federation.admins": ["root"]}):
+        async with (
+            Scheduler(security=creds["hub"], host="127.0.0.1", protocol="tls",
+                      dashboard_address=":0") as hub,
+            Worker(hub.address, security=creds["geomar"], resources={"site:geomar": 1}),
+        ):
+            strict_hub.install_hub(hub.listeners)
+            async with Client(hub.address, security=creds["carol"], asynchronous=True) as carol:
+                # held at the hub: no worker has the resource, only the hub unpickles it
+                marker = tmp_path / "ran-at-hub"
+                held = carol.submit(operator.add, Touch(marker), 1, resources={"nowhere": 1},
+                                    key="held")
+                while "held" not in hub.tasks:
+                    await asyncio.sleep(0.05)
+                assert not marker.exists() and held.status == "pending"
+                # a pickled function sent to run on the hub does not run either
+                with pytest.raises(Exception, match="the hub does not run code sent by users"):
+                    await carol.run_on_scheduler(Path.touch, marker)
+                assert not marker.exists()
+
+                # the legitimate versions pass through the hub to the worker unchanged
+                def local(x, offset=1):
+                    return x + offset + len(str(marker))
+
+                assert await carol.submit(local, 1, offset=2) == 3 + len(str(marker))
+                ran = tmp_path / "ran-at-site"
+                await carol.submit(toolz.identity, Touch(ran), key="sited")
+                assert ran.exists()  # the open site runs it, as the README says
+                array = dask.array.ones((10, 10), chunks=5).map_blocks(local)
+                assert float(await carol.compute(array.sum())) == 100 * (2 + len(str(marker)))
+            # an admin's pickle is unpickled plainly (the payload is live)
+            async with Client(hub.address, security=creds["root"], asynchronous=True) as root:
+                held = root.submit(operator.add, Touch(marker), 1, resources={"nowhere": 1},
+                                   key="ad")
+                while "ad" not in hub.tasks:
+                    await asyncio.sleep(0.05)
+                assert marker.exists()
+
+
+def test_what_the_hub_does_not_run_reaches_workers_unchanged(policy, tmp_path):
+    """Opaque at the hub; rebuilt as sent by an open site; refused by name at a strict one."""
+    marker = tmp_path / "ran"
+
+    class Settings:
+        def __init__(self):
+            self.scale = [2]
+
+        def apply(self, x):
+            return x * self.scale[0] + len(marker.name)
+
+    def session_function(x, *, offset=1):
+        return Settings().apply(x) + offset
+
+    for payload, expected in (
+        (Task("k", session_function, 3, offset=2), 11),
+        (Task("k", Settings().apply, 3), 9),
+        (Task("k", toolz.identity, Touch(marker)), None),
+    ):
+        at_hub = strict_hub.hub_loads(distributed_pickle.dumps(payload))
+        assert not marker.exists()  # nothing ran at the hub
+        sent_on = distributed_pickle.dumps(at_hub)
+        assert pickle.loads(sent_on)({}) == expected  # an open site
+        refused = strict.restricted_loads(sent_on)  # a strict site
+        with pytest.raises(StrictRefusal, match=r"refuses .*'(cloudpickle\.cloudpickle\."
+                           r"_make_function|pathlib\.Path\.touch)'"):
+            refused({})
+    assert marker.exists()  # the open site ran the last one
+    # what the strict allow-list names is built at the hub as it is everywhere
+    ds = xr.Dataset({"a": ("time", [1.0])}, coords={"time": pd.date_range("2000", periods=1,
+                                                                           tz="UTC")})
+    xr.testing.assert_identical(strict_hub.hub_loads(pickle.dumps(ds)), ds)
