@@ -12,6 +12,7 @@ from __future__ import annotations
 from .client import Federation, connect, worker_federation
 from .errors import (
     ArgumentError,
+    CapabilityError,
     FederationError,
     HubUnavailable,
     MethodError,
@@ -28,6 +29,7 @@ from .version import __version__
 
 __all__ = [
     "ArgumentError",
+    "CapabilityError",
     "Federation",
     "FederationError",
     "HubUnavailable",

@@ -10,6 +10,7 @@ the publisher's connection and hub restarts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import xarray as xr
 
 from . import read
+from .capability import egress_fields, require
 from .catalog import describe_dataset
 from .config import NAME_PATTERN, NAME_RULE, SiteConfig
 from .errors import ResultError
@@ -41,6 +43,10 @@ def _describe(site: str, path: Path) -> dict[str, Any]:
         info = describe_dataset(
             site, f"{read.RESULTS}{name}", ds, provenance.get("description", ""), source.stamp()
         )
+    info = dataclasses.replace(
+        info, egress=provenance.get("egress", "any"),
+        max_egress_bytes=provenance.get("max_egress_bytes"),
+    )
     return {"info": info.to_wire(), "provenance": provenance}
 
 
@@ -69,6 +75,10 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
         raise ResultError(
             f"site {site!r} does not store results: its configuration has no 'results_dir:'"
         )
+    cap = require("result", ref)
+    if cap is not None:
+        # the result keeps the egress class of its lineage, as the hub signed it
+        provenance = {**provenance, **egress_fields(cap.egress)}
     if isinstance(obj, xr.DataArray):
         obj = obj.to_dataset(name=obj.name or "data")
     if not isinstance(obj, xr.Dataset):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .admin import AdminPlugin
 from .boundary import BoundaryPlugin
+from .capabilities import CapabilityPlugin
 from .catalog import CatalogPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
-    "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
+    "AdminPlugin", "BoundaryPlugin", "CapabilityPlugin", "CatalogPlugin", "FederationState",
+    "OutagePlugin", "PolicyPlugin",
     "RelayPlugin", "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
@@ -43,12 +46,15 @@ def install(scheduler: Scheduler) -> FederationState:
 
     routing = RoutingPlugin(state)
     refusals = Refusals(scheduler, routing)
+    policy = PolicyPlugin(state, routing, refusals)
     for plugin in (
         CatalogPlugin(state), routing, TrafficPlugin(state), BoundaryPlugin(state),
         OutagePlugin(state, routing),
         # after routing: these override its placement of what they refuse or pin
-        PolicyPlugin(state, routing, refusals),
-        TrustPlugin(state, refusals), RelayPlugin(state),
+        policy,
+        TrustPlugin(state, refusals),
+        # after policy and trust: signs what they let through, with its egress class
+        CapabilityPlugin(state, policy, refusals), AdminPlugin(state), RelayPlugin(state),
         DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)

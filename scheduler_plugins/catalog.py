@@ -124,7 +124,11 @@ class CatalogPlugin(SchedulerPlugin):
             {"action": "site-registered", "site": site, "datasets": [i.name for i in infos]},
         )
         logger.info("Site %s registered with datasets %s", site, [i.name for i in infos])
-        reply: dict[str, Any] = {"status": "OK", "connectivity": connectivity}
+        reply: dict[str, Any] = {
+            "status": "OK", "connectivity": connectivity,
+            # the site's workers check the hub's capabilities with it (federation.capability)
+            "capability_key": self.state.site_secret(site).hex(),
+        }
         if connectivity == "outbound-only":
             reply["relay"] = {
                 # behind a NodePort or proxy, sites reach the relay on another port

@@ -41,6 +41,15 @@ class Grants:
             f"{', '.join(map(repr, refs))}; ask the hub operator to add it to federation.grants"
         )
 
+    def allows_site(self, who: str | None, site: str) -> bool:
+        """Whether ``who`` holds some grant at ``site`` (a pattern whose site part
+        matches it): the condition for placing work there."""
+        if self.grants is None or (who or "").startswith("hub:") or who == f"site:{site}":
+            return True
+        return any(
+            fnmatch.fnmatchcase(site, p.split("/", 1)[0]) for p in self.patterns(who)
+        )
+
     def allows(self, who: str | None, ref: str) -> bool:
         if self.grants is None or (who or "").startswith("hub:"):
             return True
