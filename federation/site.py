@@ -243,6 +243,7 @@ class Site:
                         accepts_results=self.cfg.results_dir is not None,
                         join=self.join,
                         connectivity=self.cfg.connectivity,
+                        strict=self.cfg.strict,
                     )
                 self._use_connectivity(reply)
                 if not reply.get("capability_key"):

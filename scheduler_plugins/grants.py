@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from typing import Any
 
 import dask
 
@@ -49,6 +50,14 @@ class Grants:
         return any(
             fnmatch.fnmatchcase(site, p.split("/", 1)[0]) for p in self.patterns(who)
         )
+
+    def site_view(self, who: str | None, site: str, info: dict[str, Any]) -> dict[str, Any]:
+        """A site's entry of ``fed.sites()`` with only the datasets, methods and results
+        ``who`` may use."""
+        return {**info, **{
+            part: [n for n in info.get(part, ()) if self.allows(who, f"{site}/{n}")]
+            for part in ("datasets", "methods", "results")
+        }}
 
     def allows(self, who: str | None, ref: str) -> bool:
         if self.grants is None or (who or "").startswith("hub:"):

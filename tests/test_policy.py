@@ -59,6 +59,15 @@ def test_catalog_shows_policies(policy_federation):
     assert policies == {"ice/t2m": "none", "ocean/chl": "aggregated", "polar/sst": "none"}
 
 
+def test_hub_warns_that_an_open_site_serving_none_data_binds_honest_code_only(
+    policy_federation,
+):
+    lf, _ = policy_federation
+    log = lf.log("hub")
+    assert "Site polar is not strict but serves ['polar/sst'] with egress 'none'" in log
+    assert "Site ocean is not strict" not in log  # aggregated only
+
+
 def test_none_refuses_the_result_and_no_byte_leaves(policy_federation):
     _, fed = policy_federation
     sst = fed.open_dataset("polar/sst").sst
