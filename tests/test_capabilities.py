@@ -174,6 +174,12 @@ def test_hidden_read_without_a_grant_and_a_lambda_at_an_open_site(feds):
         feds["dave"].client.get(HIDDEN["partial"], "x", resources={"site:awi": 1}, sync=True)
     with pytest.raises(PermissionError, match="user 'dave' has no grant for 'awi/sst'"):
         feds["dave"].client.submit(read_chunk, "awi/sst", "sst", IDX).result(timeout=30)
+    # a capability a client makes up is dropped by the hub (and could not be valid anyway)
+    fake = ["dataset", "awi/sst", "alice", "any", time.time() + 60, "0" * 64]
+    with dask.annotate(federation={"caps": [fake]}):
+        with pytest.raises(CapabilityError, match="signed no capability"):
+            feds["alice"].client.get(HIDDEN["partial"], "x", resources={"site:awi": 1},
+                                     sync=True)
     # a lambda at open geomar: refused the same way (though there it could open files itself)
     bob = feds["bob"]
     future = bob.client.submit(lambda: read_chunk("geomar/chl", "chl", IDX),
@@ -344,6 +350,16 @@ def test_http_metadata_is_filtered_by_the_token_users_grants(caps, feds):
 
 
 # -- the capability itself ------------------------------------------------------------------
+
+
+def test_a_method_releasing_aggregated_data_names_its_limit():
+    from federation.config import ConfigError, parse_site_config
+
+    text = "site: awi\nmethods:\n  m: {function: 'awi_tools:m', release: aggregated}\n"
+    with pytest.raises(ConfigError, match="release: aggregated needs max_egress_bytes"):
+        parse_site_config(text)
+    text = text.replace("aggregated}", "aggregated, max_egress_bytes: 1kB}")
+    assert parse_site_config(text).method_specs == {"m": "awi_tools:m"}
 
 
 def test_a_capability_binds_key_reference_and_expiry():
