@@ -136,7 +136,9 @@ class PolicyPlugin(SchedulerPlugin):
             for dts in ts.dependencies:
                 lineage |= self.lineage.get(dts.key, frozenset())
             root = ts.run_spec.func if isinstance(ts.run_spec, Task) else None
-            if root is run_method and (ref := ts.run_spec.args[0]) in releasing:
+            if root is run_method and ts.run_spec.args and (
+                (ref := ts.run_spec.args[0]) in releasing
+            ):
                 site = site_of_ref(ref)
                 lineage = {r for r in lineage if site_of_ref(r) != site}
                 if methods[ref].release != "any":

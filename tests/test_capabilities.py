@@ -154,6 +154,7 @@ HIDDEN = {  # a read of awi/sst the hub cannot see as a task's own call
     "compose": {"x": (toolz.compose(np.asarray, partial(read_chunk, "awi/sst")), "sst", IDX)},
     "nested list": {"x": (toolz.first, [(partial(read_chunk, "awi/sst"), "sst", IDX)])},
     "nested dict": {"x": (dict, [["a", (partial(read_chunk, "awi/sst"), "sst", IDX)]])},
+    "computed reference": {"r": (str, "awi/sst"), "x": (read_chunk, "r", "sst", IDX)},
 }
 
 
