@@ -70,7 +70,8 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
                              / len(SITES) / TASKS_PER_STEP))
     # (variant, time steps per site): the full graph alternating off/on; on a smaller
     # graph the plugins without the site queue, and the profiled run
-    variants = [(v, steps) for _ in range(repeats) for v in ("off", "on")]
+    names = spec.get("variants", ("off", "on"))  # "on-nocaps": the plugins minus capabilities
+    variants = [(v, steps) for _ in range(repeats) for v in names]
     if spec.get("diagnose", True):
         variants += [("off", small), ("on-noqueue", small)]
         if spec.get("profile", True):
@@ -90,6 +91,8 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
                 args.append("--plugins")
             if variant == "on-profile":
                 args += ["--profile", str(profile_file)]
+            if variant == "on-nocaps":
+                args.append("--no-capabilities")
             env = ({"DASK_FEDERATION__SITE_QUEUE__ENABLED": "False"}
                    if variant == "on-noqueue" else {})
             procs.spawn(f"ovh-sched-{i}", prefix, *args, env=env)
@@ -103,7 +106,9 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
                                 str(configs[site]), "--scheduler", addresses[i],
                                 "--shared", *other)
                 else:  # the hub accepts only workers of registered sites
-                    procs.spawn(f"ovh-{site}-{i}", prefix, "-m", "federation.cli", "site",
+                    site_cmd = (("benchmarks.unchecked_site",) if variants[i][0] == "on-nocaps"
+                                else ("federation.cli", "site"))
+                    procs.spawn(f"ovh-{site}-{i}", prefix, "-m", *site_cmd,
                                 str(configs[site]), "--hub", addresses[i])
         for i in addresses:
             for site in SITES:
@@ -145,6 +150,11 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
     }
     if off and on:
         out["overhead_pct"] = 100 * (out["on_cpu_per_task_us"] / out["off_cpu_per_task_us"] - 1)
+    out["median_cpu_per_task_us"] = {
+        v: statistics.median(r["cpu_per_task_us"] for r in runs
+                             if r["variant"] == v and r["tasks"] == big)
+        for v in dict.fromkeys(r["variant"] for r in runs if r["tasks"] == big)
+    }
     if profile_file.exists():
         out["profile"] = analyse_profile(profile_file)
     return out

@@ -13,6 +13,7 @@ from . import settings  # noqa: F401  (dask config defaults first)
 from .client import Federation, connect, worker_federation
 from .errors import (
     ArgumentError,
+    CapabilityError,
     FederationError,
     HubUnavailable,
     MethodError,
@@ -29,6 +30,7 @@ from .version import __version__
 
 __all__ = [
     "ArgumentError",
+    "CapabilityError",
     "Federation",
     "FederationError",
     "HubUnavailable",

@@ -118,6 +118,39 @@ class DatasetConfig(BaseModel):
         return "zarr" if self.path.rstrip("/").endswith(".zarr") else None
 
 
+class MethodConfig(BaseModel):
+    """A shared method given as a mapping: its function and what its output may release."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: str = Field(description="module:function, importable at the site")
+    release: Literal["any", "aggregated", "none"] | None = Field(
+        default=None,
+        description="egress class of the method's output (default: the class of its inputs)",
+    )
+    max_egress_bytes: str | int | None = Field(
+        default=None, description="with release: aggregated, the largest output that may leave"
+    )
+
+    @model_validator(mode="after")
+    def _limit(self) -> MethodConfig:
+        if self.release == "aggregated" and self.max_egress_bytes is None:
+            raise ValueError("release: aggregated needs max_egress_bytes, e.g. 1MB")
+        if isinstance(self.max_egress_bytes, str):
+            try:
+                parse_bytes(self.max_egress_bytes)
+            except ValueError:
+                raise ValueError(
+                    f"max_egress_bytes {self.max_egress_bytes!r} is not a size like 1MB"
+                ) from None
+        return self
+
+    @property
+    def limit(self) -> int | None:
+        limit = self.max_egress_bytes
+        return parse_bytes(limit) if isinstance(limit, str) else limit
+
+
 class TLSConfig(BaseModel):
     """Mutual TLS with the federation's CA (see ``dask federation certs``)."""
 
@@ -147,8 +180,9 @@ class SiteConfig(BaseModel):
         description="site-internal address outbound-only workers listen on (127.0.0.1)",
     )
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
-    methods: dict[str, str] = Field(
-        default_factory=dict, description="shared methods: name -> module:function"
+    methods: dict[str, str | MethodConfig] = Field(
+        default_factory=dict,
+        description="shared methods: name -> module:function, or {function, release}",
     )
     workflows: dict[str, str] = Field(
         default_factory=dict, description="shared workflows: name -> module:function"
@@ -198,10 +232,16 @@ class SiteConfig(BaseModel):
             )
         return self
 
+    @property
+    def method_specs(self) -> dict[str, str]:
+        """Shared methods: name -> ``module:function``."""
+        return {n: m if isinstance(m, str) else m.function for n, m in self.methods.items()}
+
     @field_validator("methods", "workflows")
     @classmethod
-    def _specs(cls, v: dict[str, str]) -> dict[str, str]:
-        for name, spec in v.items():
+    def _specs(cls, v: dict[str, str | MethodConfig]) -> dict[str, str | MethodConfig]:
+        for name, method in v.items():
+            spec = method if isinstance(method, str) else method.function
             module, _, func = spec.partition(":")
             if not module or not func:
                 raise ValueError(

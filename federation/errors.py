@@ -55,3 +55,8 @@ class PolicyError(FederationError, PermissionError):
 
 class StrictRefusal(FederationError, PermissionError):
     """A strict site refused to unpickle or run something not on its allow-list."""
+
+
+class CapabilityError(FederationError, PermissionError):
+    """A site-bound call (read, method call, result write) ran without a capability the
+    hub signed for exactly this task and reference; nothing was read or run."""

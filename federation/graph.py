@@ -31,8 +31,10 @@ def bindings(node: Any) -> Iterator[Binding]:
     """``(kind, reference)`` for every site-bound call inside a task spec."""
     if isinstance(node, Task):
         kind = SITE_BOUND.get(node.func)
-        if kind is not None:
-            yield kind, node.args[0]  # type: ignore[misc]
+        # a reference computed by another task is not one the hub can authorise: unsigned,
+        # the call is refused at the site (federation.capability)
+        if kind is not None and node.args and isinstance(node.args[0], str):
+            yield kind, node.args[0]
         children: Any = (*node.args, *node.kwargs.values())
     elif isinstance(node, DataNode):
         children = (node.value,)

@@ -113,6 +113,10 @@ class MethodInfo:
     returns: dict[str, Any]
     return_annotation: str
     version: str
+    #: egress class of the output (site config ``release:``); ``None``: its inputs' class
+    release: str | None = None
+    #: with release "aggregated": the largest output that may leave the site
+    max_egress_bytes: int | None = None
 
     @property
     def ref(self) -> str:
@@ -282,11 +286,15 @@ def _validate_at_site(ref: str, func: Callable, args: tuple, kwargs: dict) -> No
 def run_method(ref: str, *args: Any, **kwargs: Any) -> Any:
     """Run the shared method ``ref`` (``site/name``) here; called in a site's task.
 
-    The routing plugin only lets this run on the owning site's workers.
+    The routing plugin only lets this run on the owning site's workers, and only in a
+    task the hub signed a capability for (see :mod:`federation.capability`).
     """
+    from .capability import require
+
     spec = _registry.get(ref)
     if spec is None:
         raise MethodError(f"method {ref!r} is not published by this site")
+    require("method", ref)
     func = load_function(spec)
     _validate_at_site(ref, func, args, kwargs)
     try:

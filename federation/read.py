@@ -17,7 +17,9 @@ import numpy as np
 import xarray as xr
 from distributed import WorkerPlugin, get_worker
 
+from . import capability
 from .methods import register as register_methods
+from .peers import refuse_users
 from .sources import Source, ZarrSource
 
 # One worker process serves one site, so the registry can be process-wide.
@@ -74,8 +76,13 @@ def read_chunk(
     times as numbers: the client decodes them); ``True`` returns them decoded, as
     ``xr.open_dataset`` shows them. This is the only function that touches a site's
     data; the routing plugin finds tasks that call it and binds them to the dataset's
-    site.
+    site. It reads only in a task the hub signed a capability for (see
+    :mod:`federation.capability`); otherwise it raises
+    :class:`~federation.errors.CapabilityError`.
     """
+    if (dataset, decoded) not in _opened and _source(dataset) is None:
+        _dataset(dataset, decoded)  # raises DatasetNotHere, naming where it can be read
+    capability.require("dataset", dataset)
     var = _dataset(dataset, decoded)[variable].variable[index]
     if var.chunks is not None:
         # a combined glob is dask-backed: compute it here, in this task's thread, instead
@@ -111,8 +118,11 @@ class SiteWorkerPlugin(WorkerPlugin):
         methods: dict[str, str] | None = None,
         results_dir: str | None = None,
         replicas: dict[str, str] | None = None,
+        capability_key: str | None = None,
     ):
         self.site = site
+        #: hex secret from the hub; ``None`` only outside a federation (plain Dask)
+        self.capability_key = capability_key
         self.sources = sources
         self.replicas = replicas or {}
         self.methods = methods or {}
@@ -124,6 +134,7 @@ class SiteWorkerPlugin(WorkerPlugin):
         return {
             "site": self.site, "sources": self.sources, "methods": self.methods,
             "results_dir": self.results_dir, "replicas": self.replicas,
+            "capability_key": self.capability_key,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -136,6 +147,10 @@ class SiteWorkerPlugin(WorkerPlugin):
         _sources.update({f"{self.site}/{n}": s for n, s in self.sources.items()})
         _sources.update({ref: self.sources[name] for ref, name in self.replicas.items()})
         register_methods(self.site, self.methods)
+        capability.set_secret(
+            bytes.fromhex(self.capability_key) if self.capability_key else None
+        )
+        refuse_users(worker)
         self._count_outgoing(worker)
         worker.handlers["federation_traffic"] = self.traffic
 

@@ -10,6 +10,7 @@ the publisher's connection and hub restarts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import xarray as xr
 
 from . import read
+from .capability import egress_fields, require
 from .config import NAME_PATTERN, NAME_RULE, SiteConfig
 from .describe import describe_source
 from .errors import ResultError
@@ -38,6 +40,10 @@ def _describe(site: str, path: Path) -> dict[str, Any]:
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
     info = describe_source(
         site, f"{read.RESULTS}{name}", ZarrSource(str(path)), provenance.get("description", "")
+    )
+    info = dataclasses.replace(
+        info, egress=provenance.get("egress", "any"),
+        max_egress_bytes=provenance.get("max_egress_bytes"),
     )
     return {"info": info.to_wire(), "provenance": provenance}
 
@@ -67,6 +73,10 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
         raise ResultError(
             f"site {site!r} does not store results: its configuration has no 'results_dir:'"
         )
+    cap = require("result", ref)
+    if cap is not None:
+        # the result keeps the egress class of its lineage, as the hub signed it
+        provenance = {**provenance, **egress_fields(cap.egress)}
     if isinstance(obj, xr.DataArray):
         obj = obj.to_dataset(name=obj.name or "data")
     if not isinstance(obj, xr.Dataset):

@@ -27,11 +27,12 @@ from distributed.core import rpc
 from distributed.security import Security
 
 from .catalog import DatasetInfo
-from .config import ConfigError, SiteConfig
+from .config import ConfigError, MethodConfig, SiteConfig
 from .describe import describe_source
 from .errors import HubUnavailable
 from .labels import worker_resources
 from .methods import MethodInfo, describe_function, load_function
+from .peers import refuse_users
 from .read import SiteWorkerPlugin
 from .results import scan_results
 from .sources import OptionError, source_for
@@ -46,7 +47,7 @@ def scan_methods(cfg: SiteConfig) -> list[MethodInfo]:
     """Import each shared method and workflow and describe it; an import that fails
     stops the site with a message naming the key."""
     infos = []
-    for kind, specs in (("method", cfg.methods), ("workflow", cfg.workflows)):
+    for kind, specs in (("method", cfg.method_specs), ("workflow", cfg.workflows)):
         for name, spec in specs.items():
             try:
                 func = load_function(spec)
@@ -56,7 +57,13 @@ def scan_methods(cfg: SiteConfig) -> list[MethodInfo]:
                     "The module must be importable at the site (it may sit next to the "
                     "config file)"
                 ) from None
-            infos.append(describe_function(cfg.site, name, kind, func))
+            info = describe_function(cfg.site, name, kind, func)
+            method = cfg.methods.get(name) if kind == "method" else None
+            if isinstance(method, MethodConfig) and method.release:
+                info = dataclasses.replace(
+                    info, release=method.release, max_egress_bytes=method.limit
+                )
+            infos.append(info)
     return infos
 
 
@@ -76,7 +83,7 @@ def check_strict_modules(cfg: SiteConfig) -> None:
 
 def strict_policy(cfg: SiteConfig) -> StrictPolicy:
     """The allow-list of a strict site: its methods, workflows and ``strict_modules``."""
-    specs = [*cfg.methods.values(), *cfg.workflows.values()]
+    specs = [*cfg.method_specs.values(), *cfg.workflows.values()]
     return StrictPolicy(cfg.site, frozenset(specs), tuple(cfg.strict_modules))
 
 
@@ -143,6 +150,8 @@ class Site:
     nannies: list[Nanny] = field(default_factory=list)
     _heartbeat: asyncio.Task | None = None
     connectivity: str = "direct"
+    #: the secret the hub gave at registration; the workers check its capabilities
+    capability_key: str | None = None
     _closing: bool = False
 
     async def start(self) -> None:
@@ -197,14 +206,17 @@ class Site:
                     plugins=(
                         SiteWorkerPlugin(
                             self.cfg.site, sources, replicas=replicas,
-                            methods={**self.cfg.methods, **self.cfg.workflows},
+                            methods={**self.cfg.method_specs, **self.cfg.workflows},
                             results_dir=self.cfg.results_dir,
+                            capability_key=self.capability_key,
                         ),
                     ),
                     **strict,
                 )
             )
         await asyncio.gather(*self.nannies)
+        for nanny in self.nannies:  # the workers gate themselves (SiteWorkerPlugin)
+            refuse_users(nanny)
 
     async def run(self) -> None:
         """Serve until closed. Workers close when the hub goes away; then the site
@@ -243,8 +255,15 @@ class Site:
                         accepts_results=self.cfg.results_dir is not None,
                         join=self.join,
                         connectivity=self.cfg.connectivity,
+                        strict=self.cfg.strict,
                     )
                 self._use_connectivity(reply)
+                if not reply.get("capability_key"):
+                    raise HubUnavailable(
+                        f"the hub at {self.hub} gives no capability key: it runs an older "
+                        "dask-federation than this site; upgrade the hub"
+                    )
+                self.capability_key = reply["capability_key"]
                 return
             except OSError as e:
                 if give_up is not None and loop.time() > give_up:

@@ -205,7 +205,7 @@ def hub_loads(data: bytes, *, buffers: Any = ()) -> Any:
 
 def configured_admin(ident: tuple[str, str]) -> bool:
     """Users named in ``federation.admins`` (``admins:`` in hub.yaml) are admins."""
-    return ident[1] in (dask.config.get("federation.admins", None) or ())
+    return ident[1] in (dask.config.get("federation.admins") or ())
 
 
 def install_hub(

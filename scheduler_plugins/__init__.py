@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 from federation.strict_hub import install_hub
 
+from .admin import AdminPlugin
 from .boundary import BoundaryPlugin
+from .capabilities import CapabilityPlugin
 from .catalog import CatalogPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
-    "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
+    "AdminPlugin", "BoundaryPlugin", "CapabilityPlugin", "CatalogPlugin", "FederationState",
+    "OutagePlugin", "PolicyPlugin",
     "RelayPlugin", "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
@@ -47,12 +50,15 @@ def install(scheduler: Scheduler) -> FederationState:
     refusals = Refusals(scheduler, routing)
     # the hub runs no user code: users' messages unpickle with the strict allow-list
     install_hub(scheduler.listeners)
+    policy = PolicyPlugin(state, routing, refusals)
     for plugin in (
         CatalogPlugin(state), routing, TrafficPlugin(state), BoundaryPlugin(state),
         OutagePlugin(state, routing),
         # after routing: these override its placement of what they refuse or pin
-        PolicyPlugin(state, routing, refusals),
-        TrustPlugin(state, refusals), RelayPlugin(state),
+        policy,
+        TrustPlugin(state, refusals),
+        # after policy and trust: signs what they let through, with its egress class
+        CapabilityPlugin(state, policy, refusals), AdminPlugin(state), RelayPlugin(state),
         DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)

@@ -95,6 +95,7 @@ class CatalogPlugin(SchedulerPlugin):
         accepts_results: bool = False,
         join: bool = False,
         connectivity: str | None = None,
+        strict: bool = False,
     ) -> dict[str, Any]:
         ident = identity(comm.extra_info.get("peercert"))
         if self.state.scheduler.address.startswith("tls://") and ident != ("site", site):
@@ -124,7 +125,19 @@ class CatalogPlugin(SchedulerPlugin):
             {"action": "site-registered", "site": site, "datasets": [i.name for i in infos]},
         )
         logger.info("Site %s registered with datasets %s", site, [i.name for i in infos])
-        reply: dict[str, Any] = {"status": "OK", "connectivity": connectivity}
+        exposed = [i.ref for i in infos if i.egress == "none"]
+        if exposed and not strict:
+            logger.warning(
+                "Site %s is not strict but serves %s with egress 'none': code a granted user "
+                "runs there can open the site's files directly, so on this site these "
+                "policies bind honest computations only. Set 'strict: true' in its config",
+                site, exposed,
+            )
+        reply: dict[str, Any] = {
+            "status": "OK", "connectivity": connectivity,
+            # the site's workers check the hub's capabilities with it (federation.capability)
+            "capability_key": self.state.site_secret(site).hex(),
+        }
         if connectivity == "outbound-only":
             reply["relay"] = {
                 # behind a NodePort or proxy, sites reach the relay on another port
@@ -163,8 +176,12 @@ class CatalogPlugin(SchedulerPlugin):
         self._granted(comm, info.ref)
         return info.to_wire()
 
-    def sites(self) -> dict[str, dict[str, Any]]:
-        return self.state.sites_info()
+    def sites(self, comm) -> dict[str, dict[str, Any]]:
+        who = self._who(comm)
+        return {
+            name: self.state.grants.site_view(who, name, info)
+            for name, info in self.state.sites_info().items()
+        }
 
     def methods(self, comm) -> list[dict[str, Any]]:
         who = self._who(comm)

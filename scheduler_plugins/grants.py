@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from typing import Any
 
 import dask
 
@@ -40,6 +41,23 @@ class Grants:
             f"{'user ' + repr(who) if who else 'an anonymous client'} has no grant for "
             f"{', '.join(map(repr, refs))}; ask the hub operator to add it to federation.grants"
         )
+
+    def allows_site(self, who: str | None, site: str) -> bool:
+        """Whether ``who`` holds some grant at ``site`` (a pattern whose site part
+        matches it): the condition for placing work there."""
+        if self.grants is None or (who or "").startswith("hub:") or who == f"site:{site}":
+            return True
+        return any(
+            fnmatch.fnmatchcase(site, p.split("/", 1)[0]) for p in self.patterns(who)
+        )
+
+    def site_view(self, who: str | None, site: str, info: dict[str, Any]) -> dict[str, Any]:
+        """A site's entry of ``fed.sites()`` with only the datasets, methods and results
+        ``who`` may use."""
+        return {**info, **{
+            part: [n for n in info.get(part, ()) if self.allows(who, f"{site}/{n}")]
+            for part in ("datasets", "methods", "results")
+        }}
 
     def allows(self, who: str | None, ref: str) -> bool:
         if self.grants is None or (who or "").startswith("hub:"):

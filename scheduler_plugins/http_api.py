@@ -421,6 +421,15 @@ class BaseHandler(web.RequestHandler):
                 "to federation.grants",
             )
 
+    def granted(self, ref: str) -> bool:
+        """Whether the token's user may see and use ``ref`` (as the Python API filters)."""
+        grants = getattr(self.state, "grants", None)
+        return grants is None or not grants.enabled or grants.allows(self.user, ref)
+
+    def granted_site(self, site: str) -> bool:
+        grants = getattr(self.state, "grants", None)
+        return grants is None or not grants.enabled or grants.allows_site(self.user, site)
+
     def send_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(value if isinstance(value, str) else json.dumps(to_jsonable(value)))
@@ -498,7 +507,11 @@ class OpenApiHandler(BaseHandler):
 
 class SitesHandler(BaseHandler):
     def get(self) -> None:
-        sites = [{"name": name, **info} for name, info in self.state.sites_info().items()]
+        grants = getattr(self.state, "grants", None)
+        sites = [
+            {"name": name, **(grants.site_view(self.user, name, info) if grants else info)}
+            for name, info in self.state.sites_info().items()
+        ]
         self.send_json({"sites": sites})
 
 
@@ -515,7 +528,8 @@ class CatalogHandler(BaseHandler):
         results = _result_names(self.state)
         rows = []
         for ref, info in sorted(self.state.datasets().items()):
-            rows.append({**info.summary(), "kind": "result" if ref in results else "dataset"})
+            if self.granted(ref):
+                rows.append({**info.summary(), "kind": "result" if ref in results else "dataset"})
         self.send_json({"datasets": rows})
 
 
@@ -548,6 +562,7 @@ class DatasetHandler(BaseHandler):
     def get(self, site: str, name: str) -> None:
         ref = f"{site}/{name}"
         info = self.state.dataset(ref)  # raises with close matches
+        self.check_grant(info.ref)
         out = dataset_json(info)
         out["kind"] = "dataset"
         if info.ref in _result_names(self.state):
@@ -594,7 +609,9 @@ class MethodsHandler(BaseHandler):
         if run_method is None or not hasattr(self.state, "methods"):
             self.send_json({"methods": [], "supported": False})
             return
-        methods = [method_json(m) for _, m in sorted(self.state.methods().items())]
+        methods = [
+            method_json(m) for ref, m in sorted(self.state.methods().items()) if self.granted(ref)
+        ]
         for m in methods:
             m.pop("schema", None)
         self.send_json({"methods": methods})
@@ -680,7 +697,9 @@ def _decode_argument(state: FederationState, param: dict[str, Any], value: Any) 
 class MethodHandler(BaseHandler):
     def get(self, site: str, name: str) -> None:
         self.require_methods()
-        self.send_json(method_json(self.state.method(f"{site}/{name}")))
+        info = self.state.method(f"{site}/{name}")
+        self.check_grant(info.ref)
+        self.send_json(method_json(info))
 
     async def post(self, site: str, name: str) -> None:
         self.require_methods()
@@ -778,11 +797,14 @@ class TrafficHandler(BaseHandler):
             if dashboard is None:
                 raise ApiError(404, "not_found", "this hub keeps no traffic history")
             rows, since = dashboard.history.window(seconds)
+        sites = set(self.state.worker_site.values()) | set(self.state.sites)
+        # only traffic between sites the user holds a grant at (and clients)
+        rows = [r for r in rows if all(e not in sites or self.granted_site(e) for e in r[:2])]
         self.send_json({
             "columns": ["source", "destination", "bytes", "nbytes", "transfers"],
             "rows": rows,
             "total": sum(r[2] for r in rows),
-            "tasks": dict(self.state.tasks_done),
+            "tasks": {s: n for s, n in self.state.tasks_done.items() if self.granted_site(s)},
             "window": None if window is None else float(window),
             "since": since,
             "time": time.time(),

@@ -2,9 +2,10 @@
 
 A site sets, per dataset, ``egress: any | aggregated | none`` (and for ``aggregated``
 ``max_egress_bytes``, default 1 % of the dataset's size). The hub follows every task's
-*lineage*: the restricted datasets it derives from. A shared method of the owning site
-(or a result it stores) is the sanctioned way out and clears that site's datasets from
-the lineage of its output.
+*lineage*: the restricted datasets it derives from. A task that *is* a call of a shared
+method of the owning site is the sanctioned way out: the method's declared ``release``
+class replaces that site's datasets in the lineage of its output. A stored result keeps
+the most restrictive class of its lineage.
 
 ``none``
     Tasks deriving from the dataset are bound to its site, so no derived byte is sent to
@@ -23,11 +24,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from dask._task_spec import Task
 from distributed import SchedulerPlugin
 
+from federation.capability import egress_class
 from federation.errors import PolicyError
 from federation.graph import bindings, site_of_ref
 from federation.labels import site_label
+from federation.methods import run_method
+from federation.results import write_result
 
 from .refusal import Refusals
 from .routing import RoutingPlugin, _label_site
@@ -50,6 +55,8 @@ class PolicyPlugin(SchedulerPlugin):
         self.refusals = refusals
         #: key -> restricted datasets (``site/name``) it derives from
         self.lineage: dict[Any, frozenset[str]] = {}
+        #: result-write key -> the lineage of what it stores
+        self.written: dict[Any, frozenset[str]] = {}
 
     async def start(self, scheduler: Scheduler) -> None:
         """Check results before the hub gathers them for a client."""
@@ -65,10 +72,14 @@ class PolicyPlugin(SchedulerPlugin):
         scheduler.handlers["gather"] = checked_gather
 
     def _policy(self, ref: str) -> tuple[str, int | None]:
+        """(policy, byte limit) of a dataset or result, or of a method's output."""
         info = self.state.datasets().get(ref)
-        if info is None:
-            return "any", None
-        return info.egress, info.max_egress_bytes
+        if info is not None:
+            return info.egress, info.max_egress_bytes
+        method = self.state.methods().get(ref)
+        if method is not None and method.release:
+            return method.release, method.max_egress_bytes
+        return "any", None
 
     def _error(self, ref: str, step: str) -> PolicyError:
         policy, limit = self._policy(ref)
@@ -76,10 +87,24 @@ class PolicyPlugin(SchedulerPlugin):
         rule = "nothing derived from it may leave" if policy == "none" else (
             f"only results up to {limit:,} bytes may leave"
         )
+        what = "dataset" if ref in self.state.datasets() else "the output of method"
         return PolicyError(
-            f"dataset {ref!r} has egress policy {policy!r} ({rule} site "
+            f"{what} {ref!r} has egress policy {policy!r} ({rule} site "
             f"{site_of_ref(ref)!r}, except through its published methods): refused {step}"
         )
+
+    def egress_of(self, key: Any) -> str:
+        """The egress class of a task's output (of what it stores, for a result write):
+        the most restrictive of its lineage, as :func:`federation.capability.egress_class`."""
+        worst, limit = "any", None
+        for ref in self.lineage.get(key) or self.written.get(key) or ():
+            policy, bytes_ = self._policy(ref)
+            if policy == "none":
+                return "none"
+            if policy == "aggregated":
+                worst = "aggregated"
+                limit = bytes_ if limit is None or bytes_ is None else min(limit, bytes_)
+        return egress_class(worst, limit)
 
     # -- when the graph arrives -----------------------------------------------------------
 
@@ -88,12 +113,18 @@ class PolicyPlugin(SchedulerPlugin):
     ) -> None:
         """Follow lineage through the new tasks; bind ``none``-derived tasks to their site.
 
-        Runs after the routing plugin, whose placement it overrides for those tasks.
+        A task's lineage is the union of its inputs' and the restricted datasets it reads.
+        Only a task that *is* a call of a shared method (its root function) changes it:
+        the method's declared ``release`` class replaces its own site's part; a method
+        without one passes its inputs' class on. A reference to a method somewhere inside
+        a task clears nothing. Runs after the routing plugin, whose placement it
+        overrides for the tasks it binds.
         """
-        restricted = {
-            ref for ref, info in self.state.datasets().items() if info.egress != "any"
-        }
-        if not restricted and not self.lineage:
+        datasets = self.state.datasets()
+        methods = self.state.methods()
+        restricted = {ref for ref, info in datasets.items() if info.egress != "any"}
+        releasing = {ref for ref, m in methods.items() if m.release}
+        if not restricted and not releasing and not self.lineage:
             return
         new = sorted(
             (ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"),
@@ -104,12 +135,16 @@ class PolicyPlugin(SchedulerPlugin):
             lineage = {ref for kind, ref in bound if kind == "dataset" and ref in restricted}
             for dts in ts.dependencies:
                 lineage |= self.lineage.get(dts.key, frozenset())
-            for kind, ref in bound:
-                if kind in ("method", "result"):  # the owning site's sanctioned way out
-                    lineage = {r for r in lineage if site_of_ref(r) != site_of_ref(ref)}
+            root = ts.run_spec.func if isinstance(ts.run_spec, Task) else None
+            if root is run_method and ts.run_spec.args and (
+                (ref := ts.run_spec.args[0]) in releasing
+            ):
+                site = site_of_ref(ref)
+                lineage = {r for r in lineage if site_of_ref(r) != site}
+                if methods[ref].release != "any":
+                    lineage.add(ref)
             if not lineage:
                 continue
-            self.lineage[ts.key] = frozenset(lineage)
             none_sites = {site_of_ref(r) for r in lineage if self._policy(r)[0] == "none"}
             here = _label_site(ts.resource_restrictions) if bound else None
             if len(none_sites) > 1 or (none_sites and here and here not in none_sites):
@@ -118,6 +153,12 @@ class PolicyPlugin(SchedulerPlugin):
                 self.refusals.refuse(new, error)
                 scheduler.log_event("federation", {"action": "policy-refused", "keys": [ts.key]})
                 return
+            if root is write_result:
+                # it returns the stored result's catalog entry, not data; the result
+                # itself keeps this lineage's class (signed into its capability)
+                self.written[ts.key] = frozenset(lineage)
+                continue
+            self.lineage[ts.key] = frozenset(lineage)
             if none_sites and not bound:
                 site = next(iter(none_sites))
                 self.routing.pinned.add(ts.key)
@@ -134,6 +175,7 @@ class PolicyPlugin(SchedulerPlugin):
         """
         if finish == "forgotten":
             self.lineage.pop(key, None)
+            self.written.pop(key, None)
             return
         if finish != "memory" or key not in self.lineage:
             return

@@ -8,6 +8,7 @@ belongs to which site, and how many tasks ran where.
 from __future__ import annotations
 
 import difflib
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ class FederationState:
         #: the relay for outbound-only sites (started by the relay plugin)
         self.relay = RelayServer()
         self.relay_port: int | None = None
+        #: site -> the secret its workers check capabilities with; kept while the hub
+        #: lives, so a site re-registering (a lapsed session, --join) keeps its workers
+        self.site_secrets: dict[str, bytes] = {}
 
     # -- sites ---------------------------------------------------------------------------
 
@@ -140,6 +144,13 @@ class FederationState:
                 f"dataset {info.ref!r} is not a replica of {info.replica_of!r}: {why}; "
                 "fix the file or remove replica_of"
             )
+
+    def site_secret(self, site: str) -> bytes:
+        """The capability secret of ``site`` (made at its first registration)."""
+        secret = self.site_secrets.get(site)
+        if secret is None:
+            secret = self.site_secrets[site] = secrets.token_bytes(32)
+        return secret
 
     def heartbeat(self, site: str, session: str) -> bool:
         record = self.sites.get(site)

@@ -31,7 +31,9 @@ def policy_federation(tmp_path_factory):
     try:
         specs = [
             ("polar", "sst", "sst.zarr", {"egress": "none"},
-             {"methods": {"global_mean": "polar_tools:global_mean"}}),
+             # its output may leave as one small value (undeclared: the inputs' class)
+             {"methods": {"global_mean": {"function": "polar_tools:global_mean",
+                                          "release": "aggregated", "max_egress_bytes": "1kB"}}}),
             ("ocean", "chl", "chl.zarr", {"egress": "aggregated", "max_egress_bytes": "1kB"}, {}),
             ("ice", "t2m", "t2m.zarr", {"egress": "none"}, {}),
         ]
@@ -55,6 +57,15 @@ def test_catalog_shows_policies(policy_federation):
     _, fed = policy_federation
     policies = fed.catalog().set_index("dataset")["egress"].to_dict()
     assert policies == {"ice/t2m": "none", "ocean/chl": "aggregated", "polar/sst": "none"}
+
+
+def test_hub_warns_that_an_open_site_serving_none_data_binds_honest_code_only(
+    policy_federation,
+):
+    lf, _ = policy_federation
+    log = lf.log("hub")
+    assert "Site polar is not strict but serves ['polar/sst'] with egress 'none'" in log
+    assert "Site ocean is not strict" not in log  # aggregated only
 
 
 def test_none_refuses_the_result_and_no_byte_leaves(policy_federation):
