@@ -186,7 +186,7 @@ class Site:
                         SiteWorkerPlugin(
                             self.cfg.site, sources, replicas=replicas,
                             methods={**self.cfg.methods, **self.cfg.workflows},
-                            results_dir=self.cfg.results_dir,
+                            results_dir=self.cfg.results_dir, session=self.session,
                         ),
                     ),
                     **strict,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import handlers
 from .boundary import BoundaryPlugin
 from .catalog import CatalogPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
 from .refusal import Refusals
 from .relay import RelayPlugin
+from .results import ResultsPlugin
 from .routing import RoutingPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
-    "RelayPlugin", "RoutingPlugin",
+    "RelayPlugin", "ResultsPlugin", "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -38,6 +40,7 @@ def install(scheduler: Scheduler) -> FederationState:
     if existing is not None:  # idempotent: preloaded twice
         return existing.state
     state = FederationState(scheduler)
+    handlers.install(state)  # every federation_* handler checks its caller (see .handlers)
     from .dashboard import DashboardPlugin  # the dashboard page, HTTP API and JS client
     from .http_api import HttpApiPlugin
 
@@ -48,7 +51,7 @@ def install(scheduler: Scheduler) -> FederationState:
         OutagePlugin(state, routing),
         # after routing: these override its placement of what they refuse or pin
         PolicyPlugin(state, routing, refusals),
-        TrustPlugin(state, refusals), RelayPlugin(state),
+        TrustPlugin(state, refusals), RelayPlugin(state), ResultsPlugin(state),
         DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)
