@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from . import handlers
 from .boundary import BoundaryPlugin
 from .catalog import CatalogPlugin
+from .members import MembersPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
 from .refusal import Refusals
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
-    "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
+    "BoundaryPlugin", "CatalogPlugin", "FederationState", "MembersPlugin", "OutagePlugin",
+    "PolicyPlugin",
     "RelayPlugin", "ResultsPlugin", "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
@@ -52,6 +54,7 @@ def install(scheduler: Scheduler) -> FederationState:
         # after routing: these override its placement of what they refuse or pin
         PolicyPlugin(state, routing, refusals),
         TrustPlugin(state, refusals), RelayPlugin(state), ResultsPlugin(state),
+        MembersPlugin(state),
         DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)

@@ -143,7 +143,7 @@ def guard(state: FederationState, op: str, handler: Callable) -> Callable:
             return await result if inspect.isawaitable(result) else result
         except PermissionError as e:  # handlers refuse with it too (e.g. foreign entries)
             logger.warning("Refused %s from %s (%s): %s", op, _who(ident), comm.peer_address, e)
-            return error_message(e)
+            return error_message(e, status="uncaught-error")  # the caller raises it
 
     guarded.__name__ = getattr(handler, "__name__", op)
     return guarded

@@ -181,6 +181,11 @@ class FederationState:
                 return f"it claims dataset {ref!r}, which site {site!r} does not hold"
         return None
 
+    def members(self) -> set[str]:
+        """Addresses of the federation's site workers: the only peers a worker dials
+        (and the only endpoints worth relaying to)."""
+        return {addr for addr, ws in self.scheduler.workers.items() if site_of(ws.resources)}
+
     def workers_of(self, site: str) -> list[WorkerState]:
         return [ws for ws in self.scheduler.workers.values() if site_of(ws.resources) == site]
 
