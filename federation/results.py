@@ -6,6 +6,10 @@ routing plugin binds to the chosen site. It stores ``obj`` in the site's
 announces it to the hub as dataset ``<site>/results/<name>``. The site process
 re-announces everything in ``results_dir`` whenever it registers, so results outlive
 the publisher's connection and hub restarts.
+
+The provenance's ``published_by``, ``datasets`` and ``methods`` come from the hub, which
+saw the computation arrive (:mod:`scheduler_plugins.results`); the client's own account
+is kept under ``claims``. Only the publisher, the site or the hub replaces a result.
 """
 
 from __future__ import annotations

@@ -56,8 +56,12 @@ class CatalogPlugin(SchedulerPlugin):
         restart, and the site re-announces.
     ``federation_unregister_site(site, session)``
         A site process leaves.
+    ``federation_add_result(site, session, result)``
+        A site worker stored a result.
     ``federation_catalog()`` / ``federation_dataset(name)`` / ``federation_sites()``
         What clients ask.
+
+    Who may call each: :mod:`.handlers`.
     """
 
     name = "federation-catalog"
