@@ -30,6 +30,10 @@ must be a live registration of that site (on a ``tcp://`` hub the only proof). A
 ``federation_*`` handler missing from :data:`TABLE` — one a plugin added without saying
 who may call it — is refused to everyone but the hub.
 
+distributed's handlers that dial an address named in their arguments, ``broadcast``
+(``client.run``) and ``proxy``, reach only the federation's workers (:data:`DIALS`): the
+hub does not connect to arbitrary ``host:port`` for anybody.
+
 distributed's own handlers that the plugins wrap keep distributed's rules (any peer
 that completed the TLS handshake): ``gather`` (checked by egress policies),
 ``rebalance``/``replicate`` (kept within each site), ``register-client`` and
@@ -95,6 +99,9 @@ TABLE: dict[str, Rule] = {
 #: handlers nobody declared: only the hub's own certificate may call them
 UNDECLARED = Rule(frozenset({HUB}))
 
+#: distributed's handlers that connect to addresses given as this argument
+DIALS = {"broadcast": "workers", "proxy": "worker"}
+
 
 def _who(ident: tuple[str, str] | None) -> str:
     return f"{ident[0]} {ident[1]!r}" if ident else "an unidentified peer"
@@ -149,8 +156,31 @@ def guard(state: FederationState, op: str, handler: Callable) -> Callable:
     return guarded
 
 
+def guard_dials(state: FederationState, op: str, handler: Callable) -> Callable:
+    """``handler`` refusing addresses (argument :data:`DIALS` ``[op]``) of no worker."""
+    passes_comm = _expects_comm(handler)
+
+    async def checked(comm, **kwargs: Any) -> Any:
+        named = kwargs.get(DIALS[op])
+        named = [named] if isinstance(named, str) else list(named or ())
+        strangers = [a for a in named if a not in state.scheduler.workers]
+        if strangers:
+            e = PermissionError(
+                f"{op!r} reaches only workers of the federation; {', '.join(strangers)} "
+                "is not one"
+            )
+            logger.warning("Refused %s from %s: %s", op, comm.peer_address, e)
+            return error_message(e, status="uncaught-error")
+        result = handler(comm, **kwargs) if passes_comm else handler(**kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    checked.__name__ = getattr(handler, "__name__", op)
+    return checked
+
+
 class GuardedHandlers(dict):
-    """The scheduler's handler table: ``federation_*`` handlers come out guarded.
+    """The scheduler's handler table: ``federation_*`` and :data:`DIALS` handlers come
+    out guarded.
 
     Guarding at lookup covers handlers installed later by any plugin (their ``start``
     runs concurrently with ours) without each plugin having to remember it.
@@ -163,11 +193,15 @@ class GuardedHandlers(dict):
 
     def __getitem__(self, op: str) -> Callable:
         handler = super().__getitem__(op)
-        if not op.startswith("federation_"):
+        if op.startswith("federation_"):
+            wrap = guard
+        elif op in DIALS:
+            wrap = guard_dials
+        else:
             return handler
         cached = self._guarded.get(op)
         if cached is None or cached[0] is not handler:
-            cached = self._guarded[op] = (handler, guard(self._state, op, handler))
+            cached = self._guarded[op] = (handler, wrap(self._state, op, handler))
         return cached[1]
 
 

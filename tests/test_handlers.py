@@ -235,8 +235,14 @@ def test_worker_gathers_only_from_federation_workers(hub, pki):  # noqa: F811
         with pytest.raises(PermissionError, match="not one .federation.peers-only"):
             call(hub, pki, "user-alice", "gather", address=where["awi"],
                  who_has={"anything": [target]})
+        # nor the hub, asked to run something on (or proxy to) that "worker"
+        with pytest.raises(PermissionError, match="reaches only workers of the federation"):
+            fed.client.run(lambda: 1, workers=[target])
+        with pytest.raises(PermissionError, match="reaches only workers of the federation"):
+            call(hub, pki, "user-alice", "proxy", msg={"op": "identity"}, worker=target)
         time.sleep(1)
         assert accepted == []
+        assert fed.client.run(lambda: 1, workers=[where["geomar"]]) == {where["geomar"]: 1}
         # fetching from a member works: geomar's worker copies a key held at awi
         [x] = fed.client.scatter([np.arange(5)], workers=[where["awi"]])
         reply = call(hub, pki, "user-alice", "gather", address=where["geomar"],
