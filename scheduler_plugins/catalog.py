@@ -12,7 +12,7 @@ from federation.catalog import DatasetInfo
 from federation.config import CONNECTIVITY, NAME_PATTERN, NAME_RULE
 from federation.methods import MethodInfo
 from federation.read import RESULTS
-from federation.security import identity
+from federation.security import identity, serial
 
 from .grants import principal
 from .state import FederationState
@@ -140,6 +140,8 @@ class CatalogPlugin(SchedulerPlugin):
             site, session, comm.peer_address, infos, methods=method_infos, results=stored,
             accepts_results=accepts_results, join=join, connectivity=connectivity,
         )
+        if (number := serial(comm.extra_info.get("peercert"))) is not None:
+            self.state.session_serial[session] = number  # revoking it ends the registration
         self.state.scheduler.log_event(
             "federation",
             {"action": "site-registered", "site": site, "datasets": [i.name for i in infos]},

@@ -73,9 +73,10 @@ class MembersPlugin(SchedulerPlugin):
         """Apply a changed revocation list or settings file."""
         if self.crl is not None and self.crl.refresh():
             cut = disconnect(self.state.scheduler, self.crl.serials)
+            sites = self.state.drop_sessions(self.crl.serials)
             self.state.scheduler.log_event(
                 "federation", {"action": "revocations", "revoked": len(self.crl.serials),
-                               "disconnected": cut},
+                               "disconnected": cut, "sites": sites},
             )
         if self.settings_file:
             self._reload_grants()

@@ -68,6 +68,8 @@ class FederationState:
         #: identities from TLS certificates, (role, name) or None without TLS
         self.client_identity: dict[str, tuple[str, str] | None] = {}
         self.worker_identity: dict[str, tuple[str, str] | None] = {}
+        #: site session -> serial number of the certificate that registered it
+        self.session_serial: dict[str, int] = {}
         self.grants = Grants.from_config()
         #: "dataset (policy)" -> computations refused by egress policies
         self.egress_refusals: Counter[str] = Counter()
@@ -147,6 +149,16 @@ class FederationState:
             return False
         record.sessions[session] = (record.sessions[session][0], time.monotonic())
         return True
+
+    def drop_sessions(self, serials: frozenset[int]) -> list[str]:
+        """End the registrations made with revoked certificates; the sites affected."""
+        dropped = []
+        for record in self.sites.values():
+            for session in list(record.sessions):
+                if self.session_serial.get(session) in serials:
+                    del record.sessions[session]
+                    dropped.append(record.name)
+        return dropped
 
     def unregister(self, site: str, session: str) -> None:
         record = self.sites.get(site)

@@ -289,10 +289,20 @@ def test_removing_a_grant_and_revoking_a_certificate_take_effect(hub, pki):  # n
     # site workers learn it from the hub: carol cannot reach them directly either
     with connect(hub, pki, "user-alice") as alice:
         awi = workers(alice)["awi"]
-    time.sleep(3)
-    with pytest.raises((OSError, TimeoutError)):
-        call(hub, pki, "user-carol", "identity", address=awi)
-    assert call(hub, pki, "user-alice", "identity", address=awi)["type"] == "Worker"
+        time.sleep(3)
+        with pytest.raises((OSError, TimeoutError)):
+            call(hub, pki, "user-carol", "identity", address=awi)
+        assert call(hub, pki, "user-alice", "identity", address=awi)["type"] == "Worker"
+
+        # a revoked site is offline at once: its registration ends, its workers drop out
+        assert _cli("certs", "revoke", str(ca), "--site", "geomar").returncode == 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and alice.sites()["geomar"]["status"] != "offline":
+            time.sleep(0.5)
+        assert alice.sites()["geomar"] == {**alice.sites()["geomar"], "status": "offline",
+                                          "workers": []}
+        assert "geomar/chl" not in set(alice.catalog()["dataset"])
+        assert alice.info("awi/sst").egress == "none"
 
 
 def test_certificate_lifetimes_and_renewal(tmp_path):
