@@ -62,11 +62,16 @@ def _security(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None
     "--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
     help="Hub settings (YAML): the federation.* dask config, e.g. grants",
 )
+@click.option(
+    "--tls-crl", default=None, type=click.Path(dir_okay=False),
+    help="Revocation list (certs revoke), reloaded on change; default: crl.pem beside "
+    "--tls-ca-file",
+)
 @tls_options
 def hub(
     host: str | None, port: int, dashboard_address: str, relay_port: int,
-    preload: tuple[str, ...],
-    config_file: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+    preload: tuple[str, ...], config_file: str | None, tls_crl: str | None,
+    tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
 ) -> None:
     """Run the federation hub: a Dask scheduler with the federation plugins."""
     import dask
@@ -81,6 +86,10 @@ def hub(
         if not isinstance(settings, dict):
             raise click.UsageError(f"{config_file}: expected a mapping of federation settings")
         dask.config.update(dask.config.config, {"federation": settings}, priority="new")
+        # the hub re-reads its grants from here when the file changes
+        dask.config.set({"federation.settings-file": os.path.abspath(config_file)})
+    if tls_crl:
+        dask.config.set({"federation.tls.crl": os.path.abspath(tls_crl)})
     dask.config.set({"federation.relay.port": relay_port})
     security = _security(tls_ca_file, tls_cert, tls_key)
     asyncio.run(run_hub(host, port, dashboard_address, preload, security=security))
@@ -184,26 +193,88 @@ def certs_init(directory: str, name: str) -> None:
         sys.exit(2)
 
 
-@certs.command("issue")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("--hub", "hub_cert", is_flag=True, help="A certificate for the hub")
-@click.option("--site", "site_name", default=None, help="A certificate for site NAME")
-@click.option("--user", "user_name", default=None, help="A certificate for user NAME")
-@click.option("--host", "hosts", multiple=True, help="Host name or IP this party serves on")
-def certs_issue(
-    directory: str, hub_cert: bool, site_name: str | None, user_name: str | None,
-    hosts: tuple[str, ...],
-) -> None:
-    """Issue a key and certificate signed by the CA in DIRECTORY."""
-    from .security import issue
+def identity_options(func):
+    """--hub / --site NAME / --user NAME: whose certificate."""
+    func = click.option("--user", "user_name", default=None, help="User NAME")(func)
+    func = click.option("--site", "site_name", default=None, help="Site NAME")(func)
+    return click.option("--hub", "hub_cert", is_flag=True, help="The hub")(func)
 
+
+def _chosen(hub_cert: bool, site_name: str | None, user_name: str | None) -> tuple[str, str]:
     chosen = [(r, n) for r, n in (("hub", "hub" if hub_cert else None), ("site", site_name),
                                   ("user", user_name)) if n]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --hub, --site NAME, --user NAME")
-    role, name = chosen[0]
-    cert, key = issue(directory, role, name, hosts=hosts or ("localhost", "127.0.0.1"))
+    return chosen[0]
+
+
+@certs.command("issue")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@identity_options
+@click.option("--host", "hosts", multiple=True, help="Host name or IP this party serves on")
+@click.option("--days", type=int, default=None,
+              help="Lifetime (default: 90 days for users, 825 for sites and the hub)")
+def certs_issue(
+    directory: str, hub_cert: bool, site_name: str | None, user_name: str | None,
+    hosts: tuple[str, ...], days: int | None,
+) -> None:
+    """Issue a key and certificate signed by the CA in DIRECTORY."""
+    from .security import issue
+
+    role, name = _chosen(hub_cert, site_name, user_name)
+    cert, key = issue(directory, role, name, hosts=hosts or ("localhost", "127.0.0.1"),
+                      days=days)
     click.echo(f"certificate: {cert}\nkey:         {key}")
+
+
+@certs.command("renew")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@identity_options
+@click.option("--host", "hosts", multiple=True, help="Host name or IP this party serves on")
+@click.option("--days", type=int, default=None, help="Lifetime (default as for issue)")
+@click.option("--revoke-old", is_flag=True,
+              help="Revoke the identity's earlier certificates (e.g. a lost key)")
+def certs_renew(
+    directory: str, hub_cert: bool, site_name: str | None, user_name: str | None,
+    hosts: tuple[str, ...], days: int | None, revoke_old: bool,
+) -> None:
+    """Issue a fresh key and certificate for an identity that already has one."""
+    from .security import issue, issued, revoke
+
+    role, name = _chosen(hub_cert, site_name, user_name)
+    old = issued(directory, role, name)
+    if not old:
+        click.echo(f"error: no certificate was issued for {role} {name!r} in {directory}; "
+                   "use 'certs issue'", err=True)
+        sys.exit(2)
+    cert, key = issue(directory, role, name, hosts=hosts or ("localhost", "127.0.0.1"),
+                      days=days)
+    click.echo(f"certificate: {cert}\nkey:         {key}")
+    if revoke_old:
+        click.echo(f"revocation list: {revoke(directory, old)} ({len(old)} revoked)")
+
+
+@certs.command("revoke")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@identity_options
+def certs_revoke(
+    directory: str, hub_cert: bool, site_name: str | None, user_name: str | None
+) -> None:
+    """Revoke every certificate issued for an identity (adds them to DIRECTORY/crl.pem).
+
+    The hub reloads the list within seconds of a change (--tls-crl, by default crl.pem
+    beside its --tls-ca-file) and disconnects the identity; sites learn it from the hub.
+    """
+    from .security import issued, revoke
+
+    role, name = _chosen(hub_cert, site_name, user_name)
+    serials = issued(directory, role, name)
+    if not serials:
+        click.echo(f"error: no certificate was issued for {role} {name!r} in {directory}",
+                   err=True)
+        sys.exit(2)
+    click.echo(f"revocation list: {revoke(directory, serials)} "
+               f"({role} {name!r}: {len(serials)} certificate(s) revoked)")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,12 @@ class Federation:
         return ref
 
     def provenance(self, name: str) -> dict[str, Any]:
-        """Who published a result, when, and from which datasets and methods."""
+        """Who published a result, when, and from which datasets and methods.
+
+        ``published_by`` is the identity the hub saw submit the write (the certificate's
+        name; ``"anonymous"`` without TLS), ``datasets``/``methods`` its real lineage;
+        ``claims`` holds what the publishing client said about itself, unverified.
+        """
         return _lists(self._call("federation_provenance", name=name))
 
     def sites(self) -> dict[str, dict[str, Any]]:

@@ -1,45 +1,101 @@
-"""Who may connect to a site's workers and nannies: the hub, and sites — not users.
+"""Site workers dial only peers: workers the hub lists as members of the federation.
 
-A user's client talks to the hub; the hub gathers results for it after checking the
-egress policies of their lineage. A client that connects to a worker itself
-(``client.gather(..., direct=True)``, ``direct_to_workers=True``, ``scatter(direct=True)``,
-or its own RPC to a worker or nanny) would skip that check, and on an open site any
-pickled payload it sends would be unpickled — run — there. So with TLS a site's
-workers and nannies close every connection whose certificate names a user, right
-after the handshake and before reading a byte of it. Distributed's client then falls
-back to gathering through the hub, so direct gathers still work where the policies
-allow. Without TLS peers have no identity and nothing is refused (see the README).
+A worker's ``gather`` handler makes it fetch keys from whatever addresses the caller
+names — distributed's scheduler uses it to rebalance and replicate, but anybody who
+reaches the worker (through the relay, or inside an institute) could use it to make a
+worker connect to an arbitrary ``host:port`` behind the institute's firewall. With
+:class:`PeersPlugin` (on every site worker unless ``federation.peers-only`` is false)
+a ``gather`` naming an address that is not a federation worker is refused before any
+connection is made.
+
+The member list comes from the hub (``federation_members``, see
+:mod:`scheduler_plugins.members`), refreshed every ``federation.revocation.interval``
+(2 s) and at once, at most once a second, when a caller names an unknown address (a
+worker that just joined). The same reply carries the revoked certificates, which the
+worker refuses and disconnects (:mod:`federation.revocation`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from .security import identity
+import dask
+from dask.utils import parse_timedelta
+from distributed import WorkerPlugin
+from distributed.core import error_message
+from tornado.ioloop import PeriodicCallback
 
-logger = logging.getLogger("federation.peers")
+from .revocation import disconnect, gate
+
+logger = logging.getLogger(__name__)
+
+#: an unknown address makes the worker ask the hub again, but not more often than this (s)
+REFRESH_MIN_INTERVAL = 1.0
 
 
-def refuse_users(server: Any) -> None:
-    """Gate every listener of ``server`` (a Worker or Nanny, already listening)."""
-    for listener in server.listeners:
-        for each in (listener, getattr(listener, "local", None)):  # relay: its local listener
-            if each is not None and not getattr(each.comm_handler, "federation_gate", False):
-                each.comm_handler = _gated(each.comm_handler)
+class PeersPlugin(WorkerPlugin):
+    """Checks ``gather`` targets against the hub's worker list; refuses revoked peers."""
 
+    name = "federation-peers"
 
-def _gated(handler: Any) -> Any:
-    async def gated(comm: Any) -> None:
-        ident = identity(comm.extra_info.get("peercert"))
-        if ident is not None and ident[0] == "user":
-            logger.info(
-                "Closed a direct connection from user %r: users reach sites through the hub",
-                ident[1],
-            )
-            comm.abort()
+    def __init__(self, site: str):
+        self.site = site
+        self.members: frozenset[str] = frozenset()
+        self.revoked: frozenset[int] = frozenset()
+        self._asked = 0.0
+        self.worker = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"site": self.site}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    async def setup(self, worker) -> None:
+        self.worker = worker
+        gate(worker, lambda: self.revoked)
+        if dask.config.get("federation.peers-only"):
+            original = worker.handlers["gather"]
+
+            async def gather(who_has: dict) -> dict:
+                refusal = await self.check({a for addrs in who_has.values() for a in addrs})
+                if refusal is not None:
+                    return error_message(refusal, status="uncaught-error")
+                return await original(who_has=who_has)
+
+            worker.handlers["gather"] = gather
+        interval = parse_timedelta(dask.config.get("federation.revocation.interval"))
+        poll = PeriodicCallback(self.refresh, interval * 1000)
+        worker.periodic_callbacks["federation-peers"] = poll
+        poll.start()
+
+    async def refresh(self) -> None:
+        """Ask the hub for its workers and revoked certificates; keep the last on failure."""
+        self._asked = time.monotonic()
+        try:
+            reply = await self.worker.scheduler.federation_members()
+        except Exception as e:  # the hub may be restarting: keep what we know
+            logger.debug("Could not refresh federation members: %s", e)
             return
-        await handler(comm)
+        self.members = frozenset(reply["workers"])
+        revoked = frozenset(int(s, 16) for s in reply["revoked"])
+        if revoked != self.revoked:
+            self.revoked = revoked
+            disconnect(self.worker, revoked)
 
-    gated.federation_gate = True  # type: ignore[attr-defined]
-    return gated
+    async def check(self, targets: set[str]) -> PermissionError | None:
+        """``None`` if every target is a federation worker, else the refusal."""
+        strangers = targets - self.members - {self.worker.address}
+        if strangers and time.monotonic() - self._asked > REFRESH_MIN_INTERVAL:
+            await self.refresh()
+            strangers = targets - self.members - {self.worker.address}
+        if not strangers:
+            return None
+        refusal = PermissionError(
+            f"a worker of site {self.site!r} fetches data only from workers of the federation; "
+            f"{', '.join(sorted(strangers))} is not one (federation.peers-only)"
+        )
+        logger.warning("Refused gather: %s", refusal)
+        return refusal

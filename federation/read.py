@@ -18,8 +18,8 @@ import xarray as xr
 from distributed import WorkerPlugin, get_worker
 
 from . import capability
+from .direct import refuse_users
 from .methods import register as register_methods
-from .peers import refuse_users
 from .sources import Source, ZarrSource
 
 # One worker process serves one site, so the registry can be process-wide.
@@ -29,6 +29,9 @@ _opened: dict[tuple[str, bool], xr.Dataset] = {}
 _open_lock = threading.Lock()
 _site: str | None = None
 _results_dir: str | None = None
+#: the site process's registration session: proves to the hub that a call comes from
+#: this site (the only proof on a hub without TLS)
+_session: str | None = None
 
 #: Published results are datasets named ``results/<name>`` (see federation.results).
 RESULTS = "results/"
@@ -107,6 +110,8 @@ class SiteWorkerPlugin(WorkerPlugin):
         Where published results are stored, if the site accepts them.
     replicas:
         Another site's dataset (``site/name``) to the local dataset replicating it.
+    session:
+        The site process's registration session with the hub.
     """
 
     name = "federation-site"
@@ -119,10 +124,12 @@ class SiteWorkerPlugin(WorkerPlugin):
         results_dir: str | None = None,
         replicas: dict[str, str] | None = None,
         capability_key: str | None = None,
+        session: str | None = None,
     ):
         self.site = site
         #: hex secret from the hub; ``None`` only outside a federation (plain Dask)
         self.capability_key = capability_key
+        self.session = session
         self.sources = sources
         self.replicas = replicas or {}
         self.methods = methods or {}
@@ -134,16 +141,17 @@ class SiteWorkerPlugin(WorkerPlugin):
         return {
             "site": self.site, "sources": self.sources, "methods": self.methods,
             "results_dir": self.results_dir, "replicas": self.replicas,
-            "capability_key": self.capability_key,
+            "capability_key": self.capability_key, "session": self.session,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
 
     def setup(self, worker) -> None:
-        global _site, _results_dir
+        global _site, _results_dir, _session
         _site = self.site
         _results_dir = self.results_dir
+        _session = self.session
         _sources.update({f"{self.site}/{n}": s for n, s in self.sources.items()})
         _sources.update({ref: self.sources[name] for ref, name in self.replicas.items()})
         register_methods(self.site, self.methods)

@@ -6,6 +6,10 @@ routing plugin binds to the chosen site. It stores ``obj`` in the site's
 announces it to the hub as dataset ``<site>/results/<name>``. The site process
 re-announces everything in ``results_dir`` whenever it registers, so results outlive
 the publisher's connection and hub restarts.
+
+The provenance's ``published_by``, ``datasets`` and ``methods`` come from the hub, which
+saw the computation arrive (:mod:`scheduler_plugins.results`); the client's own account
+is kept under ``claims``. Only the publisher, the site or the hub replaces a result.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import dataclasses
 import json
 import os
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from .config import NAME_PATTERN, NAME_RULE, SiteConfig
 from .describe import describe_source
 from .errors import ResultError
 from .sources import ZarrSource
+from .version import __version__
 
 PROVENANCE_SUFFIX = ".provenance.json"
 
@@ -61,8 +67,28 @@ def scan_results(cfg: SiteConfig) -> list[dict[str, Any]]:
     return out
 
 
+def _owner(path: Path) -> str | None:
+    """The verified publisher of a stored result (``None``: unknown, an older store)."""
+    provenance_file = path.with_name(path.name[: -len(".zarr")] + PROVENANCE_SUFFIX)
+    try:
+        return json.loads(provenance_file.read_text()).get("published_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def may_replace(site: str, owner: str | None, publisher: str) -> bool:
+    """Only a result's publisher, the site itself (its certificate: its operators and
+    workflows) or the hub may replace it."""
+    return publisher in (owner, f"site:{site}") or publisher.startswith("hub:")
+
+
 def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool) -> dict:
-    """Store ``obj`` as result ``ref`` (``site/results/name``); runs at the site."""
+    """Store ``obj`` as result ``ref`` (``site/results/name``); runs at the site.
+
+    ``provenance`` is what the client says about itself; it is stored under ``claims``.
+    Who publishes and from which datasets and methods come from the hub, which saw the
+    computation arrive (see :mod:`scheduler_plugins.results`).
+    """
     from distributed import get_worker
     from distributed.utils import sync
 
@@ -74,31 +100,53 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
             f"site {site!r} does not store results: its configuration has no 'results_dir:'"
         )
     cap = require("result", ref)
-    if cap is not None:
-        # the result keeps the egress class of its lineage, as the hub signed it
-        provenance = {**provenance, **egress_fields(cap.egress)}
     if isinstance(obj, xr.DataArray):
         obj = obj.to_dataset(name=obj.name or "data")
     if not isinstance(obj, xr.Dataset):
         raise ResultError(f"a result must be an xarray Dataset or DataArray, not {type(obj)}")
+    worker = get_worker()
+    facts = sync(
+        worker.loop, worker.scheduler.federation_result_publisher,
+        site=site, session=read._session, ref=ref, key=worker.get_current_task(),
+    )
+    publisher = facts["published_by"]
     path = Path(read._results_dir) / f"{name}.zarr"
     if path.exists():
         if not overwrite:
             raise ResultError(
                 f"result {ref!r} already exists; pass overwrite=True to replace it"
             )
+        owner = _owner(path)
+        if not may_replace(site, owner, publisher):
+            raise PermissionError(
+                f"result {ref!r} was published by {owner or 'an unknown publisher'!r}; only "
+                f"they or site {site!r} may replace it ({publisher!r} may not); publish "
+                "under another name"
+            )
         shutil.rmtree(path)
     tmp = path.with_name(f".{name}.zarr.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     obj.to_zarr(tmp, mode="w", consolidated=False)
     os.replace(tmp, path)  # readers never see a half-written result
-    path.with_name(name + PROVENANCE_SUFFIX).write_text(json.dumps(provenance, indent=2))
+    record = {
+        "result": ref,
+        "published_by": publisher,
+        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "datasets": facts["datasets"],
+        "methods": facts["methods"],
+        # what the client said about itself: unverified
+        "claims": {k: v for k, v in provenance.items() if k != "result"},
+        "dask_federation": __version__,
+    }
+    if cap is not None:
+        # the result keeps the egress class of its lineage, as the hub signed it
+        record.update(egress_fields(cap.egress))
+    path.with_name(name + PROVENANCE_SUFFIX).write_text(json.dumps(record, indent=2))
     for decoded in (False, True):  # a replaced result must be reopened
         read._opened.pop((ref, decoded), None)
     entry = _describe(site, path)
-    worker = get_worker()
     sync(
         worker.loop, worker.scheduler.federation_add_result,
-        site=site, result=entry, worker=worker.address,
+        site=site, session=read._session, result=entry,
     )
     return entry["info"]

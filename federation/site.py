@@ -29,10 +29,11 @@ from distributed.security import Security
 from .catalog import DatasetInfo
 from .config import ConfigError, MethodConfig, SiteConfig
 from .describe import describe_source
+from .direct import refuse_users
 from .errors import HubUnavailable
 from .labels import worker_resources
 from .methods import MethodInfo, describe_function, load_function
-from .peers import refuse_users
+from .peers import PeersPlugin
 from .read import SiteWorkerPlugin
 from .results import scan_results
 from .sources import OptionError, source_for
@@ -208,8 +209,9 @@ class Site:
                             self.cfg.site, sources, replicas=replicas,
                             methods={**self.cfg.method_specs, **self.cfg.workflows},
                             results_dir=self.cfg.results_dir,
-                            capability_key=self.capability_key,
+                            capability_key=self.capability_key, session=self.session,
                         ),
+                        PeersPlugin(self.cfg.site),
                     ),
                     **strict,
                 )

@@ -13,14 +13,17 @@ from typing import TYPE_CHECKING
 
 from federation.strict_hub import install_hub
 
+from . import handlers
 from .admin import AdminPlugin
 from .boundary import BoundaryPlugin
 from .capabilities import CapabilityPlugin
 from .catalog import CatalogPlugin
+from .members import MembersPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
 from .refusal import Refusals
 from .relay import RelayPlugin
+from .results import ResultsPlugin
 from .routing import RoutingPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
@@ -31,8 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminPlugin", "BoundaryPlugin", "CapabilityPlugin", "CatalogPlugin", "FederationState",
-    "OutagePlugin", "PolicyPlugin",
-    "RelayPlugin", "RoutingPlugin",
+    "MembersPlugin", "OutagePlugin", "PolicyPlugin",
+    "RelayPlugin", "ResultsPlugin", "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -43,6 +46,7 @@ def install(scheduler: Scheduler) -> FederationState:
     if existing is not None:  # idempotent: preloaded twice
         return existing.state
     state = FederationState(scheduler)
+    handlers.install(state)  # every federation_* handler checks its caller (see .handlers)
     from .dashboard import DashboardPlugin  # the dashboard page, HTTP API and JS client
     from .http_api import HttpApiPlugin
 
@@ -59,6 +63,7 @@ def install(scheduler: Scheduler) -> FederationState:
         TrustPlugin(state, refusals),
         # after policy and trust: signs what they let through, with its egress class
         CapabilityPlugin(state, policy, refusals), AdminPlugin(state), RelayPlugin(state),
+        ResultsPlugin(state), MembersPlugin(state),
         DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)

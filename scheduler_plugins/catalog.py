@@ -9,9 +9,10 @@ import dask
 from distributed import SchedulerPlugin
 
 from federation.catalog import DatasetInfo
-from federation.config import CONNECTIVITY
+from federation.config import CONNECTIVITY, NAME_PATTERN, NAME_RULE
 from federation.methods import MethodInfo
-from federation.security import identity
+from federation.read import RESULTS
+from federation.security import identity, serial
 
 from .grants import principal
 from .state import FederationState
@@ -20,6 +21,26 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
+
+
+def check_entry(site: str, kind: str, owner: str, name: str) -> None:
+    """Refuse a catalog entry a site may not announce: one of another site, or one
+    outside its namespace. Datasets and methods are ``site/NAME``; results are
+    ``site/results/NAME``, so a result can never shadow a dataset.
+    """
+    if owner != site:
+        raise PermissionError(f"site {site!r} cannot announce {kind} {owner}/{name} of site "
+                              f"{owner!r}; a site announces only its own entries")
+    if kind == "result":
+        bare = name[len(RESULTS):] if name.startswith(RESULTS) else ""
+    else:
+        bare = name
+    if not NAME_PATTERN.match(bare):
+        where = f"{site}/{RESULTS}NAME" if kind == "result" else f"{site}/NAME"
+        raise PermissionError(
+            f"site {site!r} cannot announce {kind} {site}/{name}: {kind}s are named {where} "
+            f"with NAME of {NAME_RULE}"
+        )
 
 
 class CatalogPlugin(SchedulerPlugin):
@@ -35,8 +56,12 @@ class CatalogPlugin(SchedulerPlugin):
         restart, and the site re-announces.
     ``federation_unregister_site(site, session)``
         A site process leaves.
+    ``federation_add_result(site, session, result)``
+        A site worker stored a result.
     ``federation_catalog()`` / ``federation_dataset(name)`` / ``federation_sites()``
         What clients ask.
+
+    Who may call each: :mod:`.handlers`.
     """
 
     name = "federation-catalog"
@@ -97,19 +122,15 @@ class CatalogPlugin(SchedulerPlugin):
         connectivity: str | None = None,
         strict: bool = False,
     ) -> dict[str, Any]:
-        ident = identity(comm.extra_info.get("peercert"))
-        if self.state.scheduler.address.startswith("tls://") and ident != ("site", site):
-            who = f"{ident[0]} {ident[1]!r}" if ident else "an unidentified peer"
-            raise PermissionError(
-                f"the certificate of {who} cannot register site {site!r}; a site registers "
-                "with a certificate issued for it: dask federation certs issue --site NAME"
-            )
+        # who may register which site is checked before this runs (see .handlers)
         infos = [DatasetInfo.from_wire(d) for d in datasets]
         method_infos = [MethodInfo.from_wire(m) for m in methods]
         stored = [(DatasetInfo.from_wire(r["info"]), r["provenance"]) for r in results]
-        for ref in [i.ref for i in infos] + [m.ref for m in method_infos]:
-            if not ref.startswith(f"{site}/"):
-                raise ValueError(f"site {site!r} announced {ref!r} of another site")
+        for kind, entries in (("dataset", infos), ("method", method_infos)):
+            for entry in entries:
+                check_entry(site, kind, entry.site, entry.name)
+        for info, _ in stored:
+            check_entry(site, "result", info.site, info.name)
         # the hub's default applies to sites that do not say
         connectivity = connectivity or dask.config.get("federation.connectivity")
         if connectivity not in CONNECTIVITY:
@@ -120,6 +141,8 @@ class CatalogPlugin(SchedulerPlugin):
             site, session, comm.peer_address, infos, methods=method_infos, results=stored,
             accepts_results=accepts_results, join=join, connectivity=connectivity,
         )
+        if (number := serial(comm.extra_info.get("peercert"))) is not None:
+            self.state.session_serial[session] = number  # revoking it ends the registration
         self.state.scheduler.log_event(
             "federation",
             {"action": "site-registered", "site": site, "datasets": [i.name for i in infos]},
@@ -195,16 +218,21 @@ class CatalogPlugin(SchedulerPlugin):
         self._granted(comm, info.ref)
         return info.to_wire()
 
-    def add_result(self, site: str, result: dict, worker: str) -> dict[str, str]:
-        """A site worker stored a result (called from its write task)."""
-        if self.state.worker_site.get(worker) != site:
-            raise PermissionError(f"worker {worker} cannot announce results of site {site!r}")
+    def add_result(self, site: str, session: str, result: dict) -> dict[str, str]:
+        """A site worker stored a result (called from its write task).
+
+        Only the site itself gets here (certificate and session, see .handlers), and
+        only with an entry in its own ``results/`` namespace.
+        """
         info = DatasetInfo.from_wire(result["info"])
+        check_entry(site, "result", info.site, info.name)
         self.state.add_result(site, info, result["provenance"])
         self.state.scheduler.log_event(
             "federation", {"action": "result-published", "result": info.ref}
         )
         return {"status": "OK"}
 
-    def provenance(self, name: str) -> dict[str, Any]:
-        return self.state.provenance(name)
+    def provenance(self, comm, name: str) -> dict[str, Any]:
+        prov = self.state.provenance(name)
+        self._granted(comm, self.state.dataset(name).ref)
+        return prov

@@ -69,6 +69,8 @@ class FederationState:
         #: identities from TLS certificates, (role, name) or None without TLS
         self.client_identity: dict[str, tuple[str, str] | None] = {}
         self.worker_identity: dict[str, tuple[str, str] | None] = {}
+        #: site session -> serial number of the certificate that registered it
+        self.session_serial: dict[str, int] = {}
         self.grants = Grants.from_config()
         #: "dataset (policy)" -> computations refused by egress policies
         self.egress_refusals: Counter[str] = Counter()
@@ -159,6 +161,16 @@ class FederationState:
         record.sessions[session] = (record.sessions[session][0], time.monotonic())
         return True
 
+    def drop_sessions(self, serials: frozenset[int]) -> list[str]:
+        """End the registrations made with revoked certificates; the sites affected."""
+        dropped = []
+        for record in self.sites.values():
+            for session in list(record.sessions):
+                if self.session_serial.get(session) in serials:
+                    del record.sessions[session]
+                    dropped.append(record.name)
+        return dropped
+
     def unregister(self, site: str, session: str) -> None:
         record = self.sites.get(site)
         if record is not None:
@@ -191,6 +203,11 @@ class FederationState:
             if label.startswith(DATASET_PREFIX) and ref not in held:
                 return f"it claims dataset {ref!r}, which site {site!r} does not hold"
         return None
+
+    def members(self) -> set[str]:
+        """Addresses of the federation's site workers: the only peers a worker dials
+        (and the only endpoints worth relaying to)."""
+        return {addr for addr, ws in self.scheduler.workers.items() if site_of(ws.resources)}
 
     def workers_of(self, site: str) -> list[WorkerState]:
         return [ws for ws in self.scheduler.workers.values() if site_of(ws.resources) == site]
