@@ -40,6 +40,7 @@ def install(scheduler: Scheduler) -> FederationState:
     state = FederationState(scheduler)
     from .dashboard import DashboardPlugin  # the dashboard page, HTTP API and JS client
     from .http_api import HttpApiPlugin
+    from .web_auth import WebAuthPlugin
 
     routing = RoutingPlugin(state)
     refusals = Refusals(scheduler, routing)
@@ -49,7 +50,7 @@ def install(scheduler: Scheduler) -> FederationState:
         # after routing: these override its placement of what they refuse or pin
         PolicyPlugin(state, routing, refusals),
         TrustPlugin(state, refusals), RelayPlugin(state),
-        DashboardPlugin(state), HttpApiPlugin(state),
+        DashboardPlugin(state), HttpApiPlugin(state), WebAuthPlugin(),
     ):
         scheduler.add_plugin(plugin)
     return state

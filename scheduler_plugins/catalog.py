@@ -124,15 +124,14 @@ class CatalogPlugin(SchedulerPlugin):
             {"action": "site-registered", "site": site, "datasets": [i.name for i in infos]},
         )
         logger.info("Site %s registered with datasets %s", site, [i.name for i in infos])
-        reply: dict[str, Any] = {"status": "OK", "connectivity": connectivity}
-        if connectivity == "outbound-only":
-            reply["relay"] = {
-                # behind a NodePort or proxy, sites reach the relay on another port
-                "port": dask.config.get("federation.relay.public-port", None)
-                or self.state.relay_port,
-                "token": self.state.relay.token_for(site),
-            }
-        return reply
+        # every site gets a relay token: outbound-only sites register their listeners
+        # with it, and without TLS it is how any site's workers ask for relay tickets
+        return {"status": "OK", "connectivity": connectivity, "relay": {
+            # behind a NodePort or proxy, sites reach the relay on another port
+            "port": dask.config.get("federation.relay.public-port", None)
+            or self.state.relay_port,
+            "token": self.state.relay.token_for(site),
+        }}
 
     def heartbeat(self, site: str, session: str) -> dict[str, str]:
         return {"status": "OK" if self.state.heartbeat(site, session) else "unknown"}
