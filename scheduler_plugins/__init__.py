@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .boundary import BoundaryPlugin
 from .catalog import CatalogPlugin
+from .fairshare import FairSharePlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
 from .refusal import Refusals
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
-    "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
+    "BoundaryPlugin", "CatalogPlugin", "FairSharePlugin", "FederationState", "OutagePlugin",
+    "PolicyPlugin",
     "RelayPlugin", "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
@@ -49,7 +51,7 @@ def install(scheduler: Scheduler) -> FederationState:
         OutagePlugin(state, routing),
         # after routing: these override its placement of what they refuse or pin
         PolicyPlugin(state, routing, refusals),
-        TrustPlugin(state, refusals), RelayPlugin(state),
+        TrustPlugin(state, refusals), RelayPlugin(state), FairSharePlugin(state, refusals),
         DashboardPlugin(state), HttpApiPlugin(state), WebAuthPlugin(),
     ):
         scheduler.add_plugin(plugin)

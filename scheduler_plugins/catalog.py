@@ -13,6 +13,7 @@ from federation.config import CONNECTIVITY
 from federation.methods import MethodInfo
 from federation.security import identity
 
+from .announce import check_announcement
 from .grants import principal
 from .state import FederationState
 
@@ -103,6 +104,7 @@ class CatalogPlugin(SchedulerPlugin):
                 f"the certificate of {who} cannot register site {site!r}; a site registers "
                 "with a certificate issued for it: dask federation certs issue --site NAME"
             )
+        check_announcement(site, list(datasets), list(methods), list(results))
         infos = [DatasetInfo.from_wire(d) for d in datasets]
         method_infos = [MethodInfo.from_wire(m) for m in methods]
         stored = [(DatasetInfo.from_wire(r["info"]), r["provenance"]) for r in results]
@@ -153,7 +155,7 @@ class CatalogPlugin(SchedulerPlugin):
         """The datasets the asking identity may use."""
         who = self._who(comm)
         return [
-            info.summary() for ref, info in sorted(self.state.datasets().items())
+            summary for ref, summary in self.state.summaries()
             if self.state.grants.allows(who, ref)
         ]
 

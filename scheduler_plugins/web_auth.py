@@ -18,6 +18,10 @@ page with ``?token=TOKEN`` once sets that cookie (HttpOnly, SameSite=Strict) and
 redirects to the page without it, so a browser (and the dashboard's websockets) can use
 the dashboard; without a token a page answers 401 with a small form asking for it.
 
+Requests are also limited per caller (its token, else its IP address) to
+``federation.fair-share.http-per-second`` (50; bursts of ``http-burst``, 200): more
+answer 429 with ``Retry-After`` — ``/health`` excepted.
+
 Installed by wrapping ``find_handler`` of distributed's ``RoutingApplication``, which
 every request on the port (its own routes, its Bokeh applications, ours) goes through.
 """
@@ -35,7 +39,9 @@ from urllib.parse import urlencode
 from distributed import SchedulerPlugin
 from tornado import httputil, web
 
+from .fairshare import setting
 from .http_api import API_PATH, Tokens, http_prefix
+from .ratelimit import Buckets
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
@@ -118,6 +124,20 @@ class UnauthorizedHandler(web.RequestHandler):
                         "(federation.http.tokens)\n")
 
 
+class TooManyRequestsHandler(web.RequestHandler):
+    """429 for every method: the caller is over its request rate."""
+
+    def initialize(self, retry: float) -> None:
+        self.retry = retry
+
+    def prepare(self) -> None:
+        self.set_status(429)
+        self.set_header("Retry-After", str(max(1, round(self.retry))))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("429: too many requests (federation.fair-share.http-per-second); retry "
+                    "later\n")
+
+
 class WebAuthPlugin(SchedulerPlugin):
     """Requires ``federation.http.tokens`` on every page of the hub's HTTP port."""
 
@@ -125,6 +145,8 @@ class WebAuthPlugin(SchedulerPlugin):
 
     def __init__(self) -> None:
         self.tokens = Tokens()
+        self.rates = Buckets(lambda: float(setting("http-per-second")),
+                             lambda: float(setting("http-burst")))
 
     async def start(self, scheduler: Scheduler) -> None:
         app = getattr(scheduler, "http_application", None)
@@ -138,9 +160,17 @@ class WebAuthPlugin(SchedulerPlugin):
         def guarded(request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
             tokens = self.tokens.get()
             path = request.path.rstrip("/") or "/"
+            token = presented_token(request)
+            if path != f"{prefix}/health":
+                key = token if tokens is not None and valid(token, tokens) else request.remote_ip
+                wait = self.rates.delay(str(key))
+                if wait > 0:
+                    self.rates.refund(str(key))
+                    return app.get_handler_delegate(
+                        request, TooManyRequestsHandler, {"retry": wait}
+                    )
             if tokens is None or path in public or request.path.startswith(api):
                 return find_handler(request, **kwargs)
-            token = presented_token(request)
             if not valid(token, tokens):
                 return app.get_handler_delegate(
                     request, UnauthorizedHandler, {"wrong": token is not None}
