@@ -18,6 +18,8 @@ from typing import Any
 import dask
 from dask.utils import format_bytes, parse_bytes
 
+from federation.errors import FederationError
+
 DEFAULTS: dict[str, Any] = {
     "max-datasets": 1000,
     "max-methods": 1000,
@@ -25,8 +27,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class AnnouncementTooLarge(ValueError):
-    """A site announced more, or larger metadata, than the hub accepts."""
+class AnnouncementTooLarge(FederationError, ValueError):
+    """A site announced more, or larger metadata, than the hub accepts (the site process
+    stops with this message)."""
 
 
 def limit(key: str) -> int:

@@ -5,21 +5,35 @@ Each caller (a certificate's identity; without TLS the peer's host) gets a bucke
 ``burst`` requests refilled at ``rate`` per second. Over the rate, an RPC waits for its
 turn (back-pressure, so an honest client just slows down) and is refused when it would
 have to wait longer than :data:`MAX_WAIT`; HTTP answers 429 (see :mod:`.web_auth`).
+
+A ``federation_*`` handler's refusal (``PermissionError``, ``ValueError``, ``LookupError``,
+a ``FederationError``) is a caller's mistake, not a hub fault: the caller gets the same
+exception, and the hub logs one line (at most once a minute per handler) instead of
+distributed's ERROR traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from distributed.comm import get_address_host
+from distributed.core import error_message
 
+from federation.errors import FederationError
 from federation.security import identity
 
 from .grants import principal
+from .quietlog import QuietLog
+
+logger = logging.getLogger(__name__)
+quiet = QuietLog(logger)
+#: what a handler raises for a caller's mistake or a refusal
+REFUSALS = (PermissionError, ValueError, LookupError, FederationError)
 
 #: the longest an RPC waits for its turn before it is refused (s)
 MAX_WAIT = 10.0
@@ -77,16 +91,23 @@ def throttled(handler: Callable, buckets: Buckets, setting: str) -> Callable:
         wait = buckets.delay(key)
         if wait > MAX_WAIT:
             buckets.refund(key)
-            raise RateLimited(
+            quiet.log(logging.WARNING, "rate", "Throttled %s: over %g requests per second",
+                      key, buckets.rate())
+            return error_message(RateLimited(
                 f"too many requests from {key}: over {buckets.rate():g} per second "
                 f"({setting} in the hub's config); slow down and retry"
-            )
+            ), status="uncaught-error")
         if wait:
             await asyncio.sleep(wait)
-        result = handler(comm, **kwargs) if takes_comm else handler(**kwargs)
-        return await result if inspect.isawaitable(result) else result
+        try:
+            result = handler(comm, **kwargs) if takes_comm else handler(**kwargs)
+            return await result if inspect.isawaitable(result) else result
+        except REFUSALS as e:
+            quiet.log(logging.INFO, name, "Refused %s from %s: %s", name, key, e)
+            return error_message(e, status="uncaught-error")
 
-    wrapper.__name__ = getattr(handler, "__name__", "handler")
+    name = getattr(handler, "__name__", "handler")
+    wrapper.__name__ = name
     return wrapper
 
 
