@@ -37,6 +37,12 @@ REFUSALS = (PermissionError, ValueError, LookupError, FederationError)
 
 #: the longest an RPC waits for its turn before it is refused (s)
 MAX_WAIT = 10.0
+#: not throttled: a site's liveness (a delayed heartbeat would expire the site) and relay
+#: tickets, which have their own per-identity limits
+UNTHROTTLED = frozenset({
+    "federation_register_site", "federation_heartbeat", "federation_unregister_site",
+    "federation_relay_ticket",
+})
 
 
 class RateLimited(PermissionError):
@@ -82,13 +88,14 @@ def caller(comm: Any) -> str:
         return str(comm.peer_address)
 
 
-def throttled(handler: Callable, buckets: Buckets, setting: str) -> Callable:
-    """``handler`` (a distributed RPC handler) behind ``buckets``, keyed by :func:`caller`."""
+def throttled(handler: Callable, buckets: Buckets | None, setting: str) -> Callable:
+    """``handler`` (a distributed RPC handler) behind ``buckets``, keyed by :func:`caller`
+    (``None``: not rate-limited, refusals still answered without a hub traceback)."""
     takes_comm = next(iter(inspect.signature(handler).parameters), None) == "comm"
 
     async def wrapper(comm, **kwargs: Any) -> Any:
         key = caller(comm)
-        wait = buckets.delay(key)
+        wait = buckets.delay(key) if buckets is not None else 0.0
         if wait > MAX_WAIT:
             buckets.refund(key)
             quiet.log(logging.WARNING, "rate", "Throttled %s: over %g requests per second",
@@ -127,5 +134,7 @@ class ThrottledHandlers(dict):
             return handler
         cached = self._wrapped.get(op)
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[op] = (handler, throttled(handler, self.buckets, self.setting))
+            cached = self._wrapped[op] = (handler, throttled(
+                handler, None if op in UNTHROTTLED else self.buckets, self.setting
+            ))
         return cached[1]

@@ -60,9 +60,11 @@ CHUNK = 256 * 1024
 MAX_LINE = 2**14
 
 DEFAULTS: dict[str, Any] = {
-    "handshake-timeout": 5.0,  # s an unauthenticated connection may stay silent
-    "max-pending-per-peer": 16,  # unauthenticated connections per IP address
-    "max-pending": 256,  # unauthenticated connections in all
+    "handshake-timeout": 10.0,  # s an unauthenticated connection may stay silent
+    # unauthenticated connections per IP address: a site behind NAT dials back from one
+    # address, many connections at once while a computation starts
+    "max-pending-per-peer": 64,
+    "max-pending": 512,  # unauthenticated connections in all
     "max-connections-per-site": 1024,  # spliced connections to one site's endpoints
     "max-connections-per-peer": 512,  # spliced connections of one ticket holder
     "max-endpoints-per-site": 256,  # control connections (listeners) of one site

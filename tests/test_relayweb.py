@@ -360,3 +360,20 @@ def test_graph_size_limit_per_user():
 
     with dask.config.set({"federation.fair-share.max-graph-tasks": 50}):
         asyncio.run(main())
+
+
+def test_rpc_rate_per_caller():
+    """Over its rate a caller's calls wait, and are refused once the wait would be long;
+    a refusal answers the caller and leaves the hub serving."""
+    async def main() -> None:
+        async with Scheduler(port=0, dashboard_address=":0", preload=["scheduler_plugins"]) as s, \
+                Client(s.address, asynchronous=True) as c:
+            assert await c.scheduler.federation_sites() == {}
+            assert await c.scheduler.federation_sites() == {}
+            with pytest.raises(PermissionError, match="rpc-per-second"):
+                await c.scheduler.federation_sites()
+            assert await c.scheduler.identity()  # the hub keeps serving
+
+    with dask.config.set({"federation.fair-share.rpc-per-second": 0.01,
+                          "federation.fair-share.rpc-burst": 2}):
+        asyncio.run(main())
