@@ -6,10 +6,12 @@ An outbound-only site's workers and nannies listen on ``relay://`` addresses::
 
 * Peers of the **same site** (their dask config ``federation.relay.site`` names it)
   connect straight to the site-internal ``host:port``: transfers inside a site stay direct.
-* Everybody else — the hub, other sites' workers, clients — connects to the relay beside
-  the hub (:mod:`scheduler_plugins.relay`) and asks for ``<site>/<host>:<port>``. The
-  relay tells that endpoint over its **control connection** (opened by the site, outwards)
-  to dial back with a one-time token, then splices the two TCP connections byte for byte.
+* Everybody else — the hub, other sites' workers, clients — first asks the hub for a
+  one-time ticket for ``<site>/<host>:<port>`` (``federation_relay_ticket``, over its own
+  authenticated connection to the hub, ``federation.relay.hub``), then connects to the
+  relay beside the hub (:mod:`scheduler_plugins.relay`) with it. The relay tells that
+  endpoint over its **control connection** (opened by the site, outwards) to dial back
+  with a one-time token, then splices the two TCP connections byte for byte.
 
 So every logical connection gets its own outbound TCP connection from the site, opened
 on demand: no multiplexing, so TCP flow control and back-pressure work per connection as
@@ -23,10 +25,11 @@ which accepts endpoints of a site only from that site's certificate, plus a toke
 gave the site in the reply to its registration.
 
 Settings (dask config, set by ``dask federation site`` from the hub's reply):
+``federation.relay.hub`` (the hub's address, where tickets come from; every site),
 ``federation.relay.address`` (``host:port`` of the relay), ``federation.relay.site``,
-``federation.relay.token``, ``federation.relay.listen-host`` (site-internal address the
-workers listen on, default ``127.0.0.1``), ``federation.relay.tls`` (the site's
-certificate files, with TLS).
+``federation.relay.token`` (the site's secret at the relay; every site),
+``federation.relay.listen-host`` (site-internal address the workers listen on, default
+``127.0.0.1``), ``federation.relay.tls`` (the site's certificate files, with TLS).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import asyncio
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import dask
@@ -42,6 +46,7 @@ from distributed.comm.core import BaseListener, Connector
 from distributed.comm.registry import Backend, get_backend
 from distributed.comm.tcp import MAX_BUFFER_SIZE, TCP, TLS, get_stream_address
 from distributed.comm.utils import ensure_concrete_host
+from distributed.core import rpc
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
@@ -50,6 +55,11 @@ logger = logging.getLogger(__name__)
 PREFIX = "relay://"
 #: how long a connector waits for the relay to reach the endpoint
 DIAL_TIMEOUT = 20.0
+
+
+#: relay port -> ticket issuer of a relay running in this process (the hub's): the hub's
+#: own connections to relayed workers take their tickets there, not over the network
+LOCAL_TICKETS: dict[int, Callable[[str], str]] = {}
 
 
 class RelayError(OSError):
@@ -107,6 +117,32 @@ def _control_tls() -> ssl.SSLContext | None:
     )["ssl_context"]
 
 
+async def _ticket(relay: str, target: str, connection_args: dict[str, Any]) -> str:
+    """A one-time ticket from the hub to connect to ``target`` through ``relay``.
+
+    Raises :class:`RelayError` (so distributed retries as for a refused connection) when
+    the hub refuses, e.g. while the endpoint is reconnecting.
+    """
+    local = LOCAL_TICKETS.get(_host_port(relay)[1])
+    try:
+        if local is not None:
+            return local(target)
+        hub = dask.config.get("federation.relay.hub")
+        if not hub:
+            raise RelayError(
+                f"connecting to {target} through the relay needs a ticket from the hub, but "
+                "federation.relay.hub is not set ('dask federation site' sets it; a client "
+                "gathers results through the hub instead)"
+            )
+        async with rpc(hub, timeout=DIAL_TIMEOUT, connection_args=connection_args) as r:
+            return await r.federation_relay_ticket(
+                target=target, site=dask.config.get("federation.relay.site"),
+                token=dask.config.get("federation.relay.token"),
+            )
+    except (PermissionError, ValueError, KeyError) as e:
+        raise RelayError(f"the hub gives no ticket for {target}: {e}") from None
+
+
 def _comm(
     stream: IOStream, local: str, peer: str, deserialize: bool, tls: bool
 ) -> TCP:
@@ -126,12 +162,10 @@ class RelayConnector(Connector):
             )
             comm._peer_addr = PREFIX + address
             return comm
+        ticket = await _ticket(relay, f"{site}/{endpoint}", connection_args)
         stream = await _open(relay)
         try:
-            await send_line(stream, {
-                "op": "connect", "target": f"{site}/{endpoint}",
-                "from": here or dask.config.get("federation.relay.origin"),
-            })
+            await send_line(stream, {"op": "connect", "ticket": ticket})
             reply = await asyncio.wait_for(read_line(stream), DIAL_TIMEOUT)
             if not reply.get("ok"):
                 raise RelayError(f"relay {relay} cannot reach {site}/{endpoint}: {reply['error']}")

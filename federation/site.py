@@ -284,13 +284,17 @@ class Site:
         each Nanny hands its worker.
         """
         self.connectivity = reply.get("connectivity", "direct")
+        # every site's workers may connect to relayed ones: with a ticket from the hub
+        dask.config.set({
+            "federation.relay.hub": self.hub,
+            "federation.relay.site": self.cfg.site,
+            "federation.relay.token": reply["relay"]["token"],
+        })
         if self.connectivity != "outbound-only":
             return
         hub_host = get_address_host(self.hub)
         dask.config.set({
             "federation.relay.address": unparse_host_port(hub_host, reply["relay"]["port"]),
-            "federation.relay.site": self.cfg.site,
-            "federation.relay.token": reply["relay"]["token"],
             "federation.relay.listen-host": self.cfg.listen_host or "127.0.0.1",
         })
         if self.security is not None and self.security.tls_ca_file:

@@ -18,6 +18,7 @@ from .admin import AdminPlugin
 from .boundary import BoundaryPlugin
 from .capabilities import CapabilityPlugin
 from .catalog import CatalogPlugin
+from .fairshare import FairSharePlugin
 from .members import MembersPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
-    "AdminPlugin", "BoundaryPlugin", "CapabilityPlugin", "CatalogPlugin", "FederationState",
-    "MembersPlugin", "OutagePlugin", "PolicyPlugin",
+    "AdminPlugin", "BoundaryPlugin", "CapabilityPlugin", "CatalogPlugin", "FairSharePlugin",
+    "FederationState", "MembersPlugin", "OutagePlugin", "PolicyPlugin",
     "RelayPlugin", "ResultsPlugin", "RoutingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
@@ -49,6 +50,7 @@ def install(scheduler: Scheduler) -> FederationState:
     handlers.install(state)  # every federation_* handler checks its caller (see .handlers)
     from .dashboard import DashboardPlugin  # the dashboard page, HTTP API and JS client
     from .http_api import HttpApiPlugin
+    from .web_auth import WebAuthPlugin
 
     routing = RoutingPlugin(state)
     refusals = Refusals(scheduler, routing)
@@ -63,8 +65,8 @@ def install(scheduler: Scheduler) -> FederationState:
         TrustPlugin(state, refusals),
         # after policy and trust: signs what they let through, with its egress class
         CapabilityPlugin(state, policy, refusals), AdminPlugin(state), RelayPlugin(state),
-        ResultsPlugin(state), MembersPlugin(state),
-        DashboardPlugin(state), HttpApiPlugin(state),
+        ResultsPlugin(state), MembersPlugin(state), FairSharePlugin(state, refusals),
+        DashboardPlugin(state), HttpApiPlugin(state), WebAuthPlugin(),
     ):
         scheduler.add_plugin(plugin)
     return state

@@ -14,6 +14,7 @@ from federation.methods import MethodInfo
 from federation.read import RESULTS
 from federation.security import identity, serial
 
+from .announce import check_announcement
 from .grants import principal
 from .state import FederationState
 
@@ -123,6 +124,7 @@ class CatalogPlugin(SchedulerPlugin):
         strict: bool = False,
     ) -> dict[str, Any]:
         # who may register which site is checked before this runs (see .handlers)
+        check_announcement(site, list(datasets), list(methods), list(results))
         infos = [DatasetInfo.from_wire(d) for d in datasets]
         method_infos = [MethodInfo.from_wire(m) for m in methods]
         stored = [(DatasetInfo.from_wire(r["info"]), r["provenance"]) for r in results]
@@ -156,19 +158,19 @@ class CatalogPlugin(SchedulerPlugin):
                 "policies bind honest computations only. Set 'strict: true' in its config",
                 site, exposed,
             )
-        reply: dict[str, Any] = {
+        # every site gets a relay token: outbound-only sites register their listeners
+        # with it, and without TLS it is how any site's workers ask for relay tickets
+        return {
             "status": "OK", "connectivity": connectivity,
             # the site's workers check the hub's capabilities with it (federation.capability)
             "capability_key": self.state.site_secret(site).hex(),
-        }
-        if connectivity == "outbound-only":
-            reply["relay"] = {
+            "relay": {
                 # behind a NodePort or proxy, sites reach the relay on another port
                 "port": dask.config.get("federation.relay.public-port")
                 or self.state.relay_port,
                 "token": self.state.relay.token_for(site),
-            }
-        return reply
+            },
+        }
 
     def heartbeat(self, site: str, session: str) -> dict[str, str]:
         return {"status": "OK" if self.state.heartbeat(site, session) else "unknown"}
@@ -190,7 +192,7 @@ class CatalogPlugin(SchedulerPlugin):
         """The datasets the asking identity may use."""
         who = self._who(comm)
         return [
-            info.summary() for ref, info in sorted(self.state.datasets().items())
+            summary for ref, summary in self.state.summaries()
             if self.state.grants.allows(who, ref)
         ]
 

@@ -2,10 +2,21 @@
 
 Outbound-only sites keep a control connection open to this relay for each of their
 listeners (workers, nannies; see :mod:`federation.relay`). A peer that wants such an
-endpoint connects here and names it; the relay asks the endpoint, over its control
-connection, to dial back with a one-time token and then splices the two connections.
-After the one JSON line that opens a connection the relay only copies bytes, counting
-them per (from site, to site) for the dashboard and the HTTP API.
+endpoint first asks the hub for a one-time **ticket** (RPC ``federation_relay_ticket``
+over its own connection to the hub, so the hub knows who asks: the certificate with TLS,
+a site's relay token without), then connects here with the ticket. The relay asks the
+endpoint, over its control connection, to dial back with another one-time token and
+splices the two connections. After the one JSON line that opens a connection the relay
+only copies bytes, counting them per (from, to) — both ends named by the hub (the
+ticket's holder, the endpoint's registered site), never by the peer.
+
+Nothing a peer sends before it has authenticated (a ticket, a site's certificate and
+token, a dial-back token) costs more than one bounded line and a few seconds: a peer may
+hold at most ``federation.relay.max-pending-per-peer`` such connections (per IP address),
+all peers together ``max-pending``, each for ``handshake-timeout``; more are closed at
+once. Authenticated connections are limited per site (``max-connections-per-site``,
+``max-endpoints-per-site``) and per ticket holder (``max-connections-per-peer``).
+Refusals are logged at most once a minute per kind (:class:`QuietLog`).
 
 It listens on ``federation.relay.port`` (``dask federation hub --relay-port``, 8789 by
 default there; any free port when the config does not say) on the scheduler's host; sites
@@ -17,16 +28,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
 import secrets
 import ssl
+import time
 from collections import Counter
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import dask
+from distributed.comm import get_address_host
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from federation.relay import DIAL_TIMEOUT as CONNECTOR_TIMEOUT
+from federation import relay as relay_comm
 from federation.security import identity
+
+from .quietlog import QuietLog
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
@@ -37,28 +54,47 @@ logger = logging.getLogger(__name__)
 
 #: how long a connect waits for the endpoint to dial back: less than the connector
 #: waits for our answer, so it hears why instead of timing out
-DIAL_TIMEOUT = CONNECTOR_TIMEOUT - 5
+DIAL_TIMEOUT = relay_comm.DIAL_TIMEOUT - 5
 CHUNK = 256 * 1024
+#: the longest opening line (JSON) a peer may send
+MAX_LINE = 2**14
+
+def setting(key: str) -> Any:
+    """``federation.relay.<key>`` from the hub's dask config (defaults: federation.yaml)."""
+    return dask.config.get(f"federation.relay.{key}")
+
+
+class RelayRefused(PermissionError):
+    """A ticket request the relay refuses (the message says why and what to do)."""
 
 
 class RelayServer:
     """Endpoints registered by outbound-only sites, and the splicing of connections."""
 
     def __init__(self) -> None:
-        #: site -> secret a site's listeners present to register (issued at registration)
+        #: site -> secret a site presents to register endpoints and to ask for tickets
+        #: without TLS (issued at registration)
         self.tokens: dict[str, str] = {}
         #: "site/host:port" -> control connection writer
         self.endpoints: dict[str, asyncio.StreamWriter] = {}
+        #: dial-back token -> future of the endpoint's connection
         self.pending: dict[str, asyncio.Future] = {}
+        #: ticket -> (holder, origin, target, expiry in monotonic s)
+        self.tickets: dict[str, tuple[str, str, str, float]] = {}
         #: (from, to) -> bytes carried; from/to are site names, or "hub"/"client"
         self.carried: Counter[tuple[str, str]] = Counter()
         #: the hub's server-side TLS context: control connections must use mutual TLS
         self.ssl: ssl.SSLContext | None = None
         self.server: asyncio.base_events.Server | None = None
         self._spliced: dict[str, set[asyncio.StreamWriter]] = {}
+        #: unauthenticated connections per peer IP
+        self._unauthenticated: Counter[str] = Counter()
+        #: spliced connections per ticket holder
+        self._holders: Counter[str] = Counter()
+        self.quiet = QuietLog(logger)
 
     async def start(self, host: str | None, port: int) -> int:
-        self.server = await asyncio.start_server(self._handle, host, port, limit=2**16)
+        self.server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE)
         return self.server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
@@ -79,67 +115,132 @@ class RelayServer:
             writer.transport.abort()
         return len(writers)
 
+    def issue(self, holder: str, origin: str, target: str) -> str:
+        """A one-time ticket for ``holder`` (an identity, for limits) to connect to
+        ``target``, counted as coming from ``origin``.
+
+        Raises :class:`RelayRefused` if ``target`` is not a registered endpoint (the
+        relay connects only to listeners of registered sites) or the holder has too many
+        unused tickets or connections.
+        """
+        now = time.monotonic()
+        for key in [k for k, t in self.tickets.items() if t[3] < now]:
+            del self.tickets[key]
+        if target not in self.endpoints:
+            raise RelayRefused(
+                f"endpoint {target!r} is not connected to the relay; only workers and "
+                "nannies of registered outbound-only sites are reached through it"
+            )
+        unused = sum(1 for t in self.tickets.values() if t[0] == holder)
+        limit = setting("max-pending-per-peer")
+        if unused >= limit or self._holders[holder] >= setting("max-connections-per-peer"):
+            self.quiet.log(logging.WARNING, "ticket-limit", "Relay refuses tickets to %s: "
+                           "%d unused, %d connected", holder, unused, self._holders[holder])
+            raise RelayRefused(
+                f"{holder} holds too many relay tickets or connections; raise "
+                "federation.relay.max-pending-per-peer / max-connections-per-peer at the hub"
+            )
+        ticket = secrets.token_urlsafe(18)
+        self.tickets[ticket] = (holder, origin, target, now + 2 * setting("handshake-timeout"))
+        return ticket
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            msg = json.loads(await asyncio.wait_for(reader.readline(), DIAL_TIMEOUT))
-            op = msg.get("op")
-            if op == "register":
-                await self._register(msg, reader, writer)
-            elif op == "starttls":
-                await self._starttls(reader, writer)
-            elif op == "connect":
-                await self._connect(msg, reader, writer)
-            elif op == "accept":
-                future = self.pending.pop(msg.get("token", ""), None)
-                if future is None or future.done():
-                    writer.close()
-                else:
-                    future.set_result((reader, writer))
-                return  # the connector's task splices it
-            else:
-                raise ValueError(f"unknown relay op {op!r}")
-        except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
-            logger.info("Relay connection ended: %r", e)
-            writer.close()
-
-    async def _starttls(self, reader, writer: asyncio.StreamWriter) -> None:
-        """Upgrade a control connection to mutual TLS, then read its registration."""
-        if self.ssl is None:
-            await _reply(writer, ok=False, error="this relay runs without TLS")
-            writer.close()
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if peer else "?"
+        if (
+            self._unauthenticated[ip] >= setting("max-pending-per-peer")
+            or sum(self._unauthenticated.values()) >= setting("max-pending")
+        ):
+            self.quiet.log(logging.WARNING, "pending-limit", "Relay closes new connections "
+                           "from %s: %d unauthenticated from there, %d in all", ip,
+                           self._unauthenticated[ip], sum(self._unauthenticated.values()))
+            writer.transport.abort()
             return
-        await _reply(writer, ok=True)
-        await writer.start_tls(self.ssl)
-        msg = json.loads(await asyncio.wait_for(reader.readline(), DIAL_TIMEOUT))
-        if msg.get("op") != "register":
-            raise ValueError("only a registration may follow starttls")
-        await self._register(msg, reader, writer)
+        self._unauthenticated[ip] += 1
+        try:
+            try:
+                session = await asyncio.wait_for(
+                    self._opening(reader, writer), setting("handshake-timeout")
+                )
+            finally:
+                self._unauthenticated[ip] -= 1
+                if not self._unauthenticated[ip]:
+                    del self._unauthenticated[ip]
+            if session is not None:
+                await session
+        except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+            self.quiet.log(logging.INFO, type(e).__name__, "Relay connection from %s ended: "
+                           "%r", ip, e)
+            writer.transport.abort()
 
-    async def _register(self, msg: dict, reader, writer: asyncio.StreamWriter) -> None:
+    async def _opening(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Awaitable[None] | None:
+        """Read and authenticate the opening of a connection; returns what serves it."""
+        msg = await _read_line(reader)
+        op = msg.get("op")
+        if op == "starttls":  # a control connection: mutual TLS, then the registration
+            if self.ssl is None:
+                await _reply(writer, ok=False, error="this relay runs without TLS")
+                writer.close()
+                return None
+            await _reply(writer, ok=True)
+            await writer.start_tls(self.ssl)
+            msg = await _read_line(reader)
+            if msg.get("op") != "register":
+                raise ValueError("only a registration may follow starttls")
+            return await self._register(msg, reader, writer)
+        if op == "register":
+            return await self._register(msg, reader, writer)
+        if op == "connect":
+            return await self._connect(msg, reader, writer)
+        if op == "accept":
+            future = self.pending.pop(str(msg.get("token", "")), None)
+            if future is None or future.done():
+                writer.transport.abort()
+            else:
+                future.set_result((reader, writer))  # the connector's task splices it
+            return None
+        raise ValueError(f"unknown relay op {str(op)[:40]!r}")
+
+    async def _register(
+        self, msg: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Awaitable[None] | None:
         endpoint = str(msg.get("endpoint", ""))
         site = endpoint.split("/", 1)[0]
+        error = None
         if self.ssl is not None:
             who = identity(writer.get_extra_info("peercert"))
             if who != ("site", site):
-                await _reply(writer, ok=False, error=(
-                    f"endpoints of site {site!r} register with that site's certificate, "
-                    f"not {who}"
-                ))
-                writer.close()
-                return
+                error = (f"endpoints of site {site!r} register with that site's certificate, "
+                         f"not {who}")
         expected = self.tokens.get(site)
-        if expected is None or not secrets.compare_digest(expected, str(msg.get("token"))):
-            await _reply(writer, ok=False, error=(
-                f"site {site!r} has no valid relay token; it must register with the hub first"
-            ))
+        if error is None and (
+            expected is None or not secrets.compare_digest(expected, str(msg.get("token")))
+        ):
+            error = f"site {site!r} has no valid relay token; it must register with the hub first"
+        if error is None and endpoint not in self.endpoints and sum(
+            1 for ep in self.endpoints if ep.startswith(f"{site}/")
+        ) >= setting("max-endpoints-per-site"):
+            error = (f"site {site!r} has too many endpoints at the relay; raise "
+                     "federation.relay.max-endpoints-per-site at the hub")
+        if error is not None:
+            self.quiet.log(logging.WARNING, "register-refused", "Relay refused an endpoint: %s",
+                           error)
+            await _reply(writer, ok=False, error=error)
             writer.close()
-            return
+            return None
         old = self.endpoints.get(endpoint)
         if old is not None:
             old.close()
         self.endpoints[endpoint] = writer
         await _reply(writer, ok=True)
         logger.info("Relay endpoint %s registered", endpoint)
+        return self._control(endpoint, reader, writer)
+
+    async def _control(
+        self, endpoint: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             await reader.read()  # until the site closes it; nothing else is sent our way
         finally:
@@ -147,22 +248,44 @@ class RelayServer:
                 del self.endpoints[endpoint]
             writer.close()
 
-    async def _connect(self, msg: dict, reader, writer: asyncio.StreamWriter) -> None:
-        target = str(msg.get("target", ""))
-        origin = str(msg.get("from") or "client")
-        control = self.endpoints.get(target)
-        if control is None:
-            known = sorted(self.endpoints) or ["none"]
+    async def _connect(
+        self, msg: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Awaitable[None] | None:
+        ticket = self.tickets.pop(str(msg.get("ticket", "")), None)
+        if ticket is None or ticket[3] < time.monotonic():
+            self.quiet.log(logging.WARNING, "no-ticket", "Relay refused a connect without a "
+                           "valid ticket from %s", writer.get_extra_info("peername"))
             await _reply(writer, ok=False, error=(
-                f"endpoint {target!r} is not connected to the relay (connected: "
-                f"{', '.join(known)})"
+                "a relayed connection needs a ticket from the hub (federation_relay_ticket); "
+                "this one is missing, used or expired"
             ))
             writer.close()
-            return
+            return None
+        holder, origin, target, _ = ticket
+        site = target.split("/", 1)[0]
+        if len(self._spliced.get(site, ())) >= 2 * setting("max-connections-per-site"):
+            self.quiet.log(logging.WARNING, "site-limit", "Relay refused a connection to "
+                           "%s: the site has %d relayed connections", site,
+                           len(self._spliced[site]) // 2)
+            await _reply(writer, ok=False, error=(
+                f"site {site!r} has too many relayed connections; raise "
+                "federation.relay.max-connections-per-site at the hub"
+            ))
+            writer.close()
+            return None
+        return self._splice(holder, origin, target, reader, writer)
+
+    async def _splice(
+        self, holder: str, origin: str, target: str,
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    ) -> None:
+        control = self.endpoints.get(target)
         token = secrets.token_urlsafe(18)
         future = asyncio.get_running_loop().create_future()
         self.pending[token] = future
         try:
+            if control is None:
+                raise OSError("endpoint gone")
             control.write(json.dumps({"token": token, "from": origin}).encode() + b"\n")
             await control.drain()
             peer_reader, peer_writer = await asyncio.wait_for(future, DIAL_TIMEOUT)
@@ -175,6 +298,7 @@ class RelayServer:
         site = target.split("/", 1)[0]
         spliced = self._spliced.setdefault(site, set())
         spliced.update((writer, peer_writer))
+        self._holders[holder] += 1
         try:
             await asyncio.gather(
                 self._pump(reader, peer_writer, (origin, site)),
@@ -182,6 +306,9 @@ class RelayServer:
             )
         finally:
             spliced.difference_update((writer, peer_writer))
+            self._holders[holder] -= 1
+            if not self._holders[holder]:
+                del self._holders[holder]
 
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: tuple[str, str]
@@ -198,9 +325,24 @@ class RelayServer:
             writer.close()
 
 
+async def _read_line(reader: asyncio.StreamReader) -> dict:
+    """One JSON object on one line (at most :data:`MAX_LINE` bytes)."""
+    msg = json.loads(await reader.readline())
+    if not isinstance(msg, dict):
+        raise ValueError("a relay message is a JSON object")
+    return msg
+
+
 async def _reply(writer: asyncio.StreamWriter, **msg: Any) -> None:
     writer.write(json.dumps(msg).encode() + b"\n")
     await writer.drain()
+
+
+def _raise_fd_limit() -> None:
+    """Relayed connections take two descriptors each: use the hard limit, not the soft."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class RelayPlugin(SchedulerPlugin):
@@ -213,30 +355,63 @@ class RelayPlugin(SchedulerPlugin):
         self.relay = state.relay
 
     async def start(self, scheduler: Scheduler) -> None:
-        """Listen beside the scheduler; install ``federation_relay_reset``."""
+        """Listen beside the scheduler; install ``federation_relay_ticket`` and
+        ``federation_relay_reset``."""
         ctx = scheduler.security.get_listen_args("scheduler").get("ssl_context")
         self.relay.ssl = ctx if isinstance(ctx, ssl.SSLContext) else None
         port = int(dask.config.get("federation.relay.port"))
         host = None if scheduler.ip in ("", "0.0.0.0", "::") else scheduler.ip
+        _raise_fd_limit()
         try:
             self.state.relay_port = await self.relay.start(host, port)
         except OSError as e:  # the hub keeps running; outbound-only sites learn the port
             self.state.relay_port = await self.relay.start(host, 0)
             logger.error("Relay port %d is not available (%s); listening on %d instead",
                          port, e, self.state.relay_port)
-        # the hub's own connections to relayed workers count as "hub", not "client"
-        dask.config.set({"federation.relay.origin": "hub"})
+        # the hub's own connections to relayed workers take their tickets here directly
+        for p in {self.state.relay_port, dask.config.get("federation.relay.public-port")}:
+            if p:
+                relay_comm.LOCAL_TICKETS[int(p)] = self._hub_ticket
         scheduler.handlers["federation_relay_reset"] = self.reset
+        scheduler.handlers["federation_relay_ticket"] = self.ticket
         logger.info("Relay for outbound-only sites on port %d", self.state.relay_port)
 
     async def close(self) -> None:
+        for port in [p for p, f in relay_comm.LOCAL_TICKETS.items() if f == self._hub_ticket]:
+            del relay_comm.LOCAL_TICKETS[port]
         self.relay.stop()
+
+    def _hub_ticket(self, target: str) -> str:
+        return self.relay.issue("hub", "hub", target)
+
+    def _tls(self) -> bool:
+        return self.state.scheduler.address.startswith("tls://")
+
+    def ticket(
+        self, comm, target: str, site: str | None = None, token: str | None = None
+    ) -> str:
+        """A one-time ticket to connect to the relayed endpoint ``target``.
+
+        The caller is named from its connection: its certificate with TLS (a site's
+        workers count as that site, users as ``client``); without TLS only a site's relay
+        token (given in the reply to its registration) makes it that site.
+        """
+        if self._tls():
+            who = identity(comm.extra_info.get("peercert"))
+            if who is None:
+                raise RelayRefused("relayed connections need a federation certificate")
+            origin = {"site": who[1], "hub": "hub"}.get(who[0], "client")
+            holder = f"{who[0]}:{who[1]}"
+        else:
+            known = self.relay.tokens.get(str(site))
+            valid = known is not None and secrets.compare_digest(known, str(token))
+            origin = str(site) if valid else "client"
+            holder = f"site:{site}" if valid else f"client:{get_address_host(comm.peer_address)}"
+        return self.relay.issue(holder, origin, str(target))
 
     def reset(self, comm, site: str) -> dict[str, int]:
         """Cut a site's relayed connections (an operator's reset, and the recovery tests)."""
         who = identity(comm.extra_info.get("peercert"))
-        if self.state.scheduler.address.startswith("tls://") and (
-            who is None or who[0] not in ("hub", "site")
-        ):
+        if self._tls() and (who is None or who[0] not in ("hub", "site")):
             raise PermissionError("only the hub or a site may reset relay connections")
         return {"cut": self.relay.reset(site)}

@@ -80,6 +80,10 @@ class FederationState:
         #: site -> the secret its workers check capabilities with; kept while the hub
         #: lives, so a site re-registering (a lapsed session, --join) keeps its workers
         self.site_secrets: dict[str, bytes] = {}
+        #: bumped whenever a catalog changes (registration, departure, result): the
+        #: catalog is rebuilt on change, not per request
+        self.catalog_version = 0
+        self._catalog_cache: tuple[Any, dict[str, DatasetInfo], list] | None = None
 
     # -- sites ---------------------------------------------------------------------------
 
@@ -129,6 +133,7 @@ class FederationState:
                 sessions=record.sessions if record is not None and record.alive(now) else {},
             )
         record.sessions[session] = (peer, now)
+        self.catalog_version += 1
         return record
 
     def _check_replica(self, info: DatasetInfo) -> None:
@@ -217,13 +222,28 @@ class FederationState:
     def live_sites(self) -> list[SiteRecord]:
         return [record for record in self.sites.values() if record.alive()]
 
+    def _catalog(self) -> tuple[dict[str, DatasetInfo], list]:
+        """(datasets by ref, sorted (ref, summary) pairs), rebuilt only when a catalog
+        changed or a site came or went."""
+        live = self.live_sites()
+        key = (self.catalog_version, tuple(record.name for record in live))
+        if self._catalog_cache is None or self._catalog_cache[0] != key:
+            out: dict[str, DatasetInfo] = {}
+            for record in live:
+                out.update({info.ref: info for info in record.catalog.values()})
+                out.update({info.ref: info for info, _ in record.results.values()})
+            summaries = [(ref, info.summary()) for ref, info in sorted(out.items())]
+            self._catalog_cache = (key, out, summaries)
+        return self._catalog_cache[1], self._catalog_cache[2]
+
     def datasets(self) -> dict[str, DatasetInfo]:
-        """Every dataset and published result of every live site, by ``site/name``."""
-        out = {}
-        for record in self.live_sites():
-            out.update({info.ref: info for info in record.catalog.values()})
-            out.update({info.ref: info for info, _ in record.results.values()})
-        return out
+        """Every dataset and published result of every live site, by ``site/name``
+        (cached: do not modify)."""
+        return self._catalog()[0]
+
+    def summaries(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(ref, DatasetInfo.summary())`` of :meth:`datasets`, sorted by ref (cached)."""
+        return self._catalog()[1]
 
     def methods(self) -> dict[str, MethodInfo]:
         """Every shared method and workflow, by ``site/name``."""
@@ -243,6 +263,7 @@ class FederationState:
         if record is None:
             raise UnknownDatasetError(f"site {site!r} is not registered")
         record.results[info.name] = (info, provenance)
+        self.catalog_version += 1
 
     def provenance(self, name: str) -> dict[str, Any]:
         info = self.dataset(name)
