@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import dask
 from dask.utils import parse_bytes
 from distributed import Nanny
-from distributed.comm import get_address_host
+from distributed.comm import CommClosedError, connect, get_address_host
 from distributed.comm.addressing import unparse_host_port
 from distributed.core import rpc
 from distributed.security import Security
@@ -130,6 +130,7 @@ class Site:
     methods: list[MethodInfo] = field(default_factory=list)
     nannies: list[Nanny] = field(default_factory=list)
     _heartbeat: asyncio.Task | None = None
+    _session: asyncio.Task | None = None
     connectivity: str = "direct"
     _closing: bool = False
 
@@ -152,6 +153,7 @@ class Site:
         await self.register(deadline=self.timeout)
         # beat while the workers start: a slow start must not let the registration lapse
         self._heartbeat = asyncio.create_task(self._beat())
+        self._session = asyncio.create_task(self._hold_session())
         await self._start_workers()
         logger.info(
             "Site %s serving %s with %d worker(s) at hub %s",
@@ -283,10 +285,35 @@ class Site:
                 logger.warning("Heartbeat to hub %s failed: %s", self.hub, e)
                 delay = min(delay * 2, 30.0)
 
+    async def _hold_session(self) -> None:
+        """Hold one connection to the hub open while this process lives.
+
+        The hub ends the session when it closes (see ``scheduler_plugins.sessions``), so
+        a site killed with ``kill -9`` and restarted at once is not refused its own name.
+        While the hub is away or does not know the session yet, try again every beat.
+        """
+        args = self.security.get_connection_args("client") if self.security else {}
+        while not self._closing:
+            try:
+                comm = await connect(self.hub, timeout=10, **args)
+                try:
+                    await comm.write({
+                        "op": "federation_site_session", "site": self.cfg.site,
+                        "session": self.session,
+                    })
+                    if (await comm.read()).get("status") == "OK":
+                        await comm.read()  # the hub sends nothing more: returns on close
+                finally:
+                    await comm.close()
+            except (OSError, CommClosedError):
+                pass
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
     async def close(self) -> None:
         self._closing = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._session):
+            if task is not None:
+                task.cancel()
         try:
             async with self._hub(timeout=2) as hub:
                 await asyncio.wait_for(

@@ -18,6 +18,7 @@ from .policy import PolicyPlugin
 from .refusal import Refusals
 from .relay import RelayPlugin
 from .routing import RoutingPlugin
+from .sessions import SessionPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
 from .trust import TrustPlugin
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
-    "RelayPlugin", "RoutingPlugin",
+    "RelayPlugin", "RoutingPlugin", "SessionPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -44,8 +45,8 @@ def install(scheduler: Scheduler) -> FederationState:
     routing = RoutingPlugin(state)
     refusals = Refusals(scheduler, routing)
     for plugin in (
-        CatalogPlugin(state), routing, TrafficPlugin(state), BoundaryPlugin(state),
-        OutagePlugin(state, routing),
+        CatalogPlugin(state), SessionPlugin(state), routing, TrafficPlugin(state),
+        BoundaryPlugin(state), OutagePlugin(state, routing),
         # after routing: these override its placement of what they refuse or pin
         PolicyPlugin(state, routing, refusals),
         TrustPlugin(state, refusals), RelayPlugin(state),

@@ -1,0 +1,51 @@
+"""What a new user trips over: restarts, shutdown, reprs, error wording (issue 18)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import xarray as xr
+
+from federation.local import LocalFederation
+
+from .conftest import make_site, open_local
+
+SMALL = 10 * 180 * 360 * 4  # 10 days of a 1° grid: ~2.6 MB per site
+
+
+def _wait_connected(fed, site: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while fed.sites().get(site, {}).get("status") != "connected":
+        assert time.monotonic() < deadline, fed.sites()
+        time.sleep(0.2)
+
+
+def test_site_killed_and_restarted_replaces_its_dead_registration(tmp_path):
+    """kill -9 a site while a cross-site computation waits for it; start it again a few
+    seconds later (well within the heartbeat expiry): it is not refused its own name, its
+    workers join and the computation finishes with the right answer."""
+    awi = make_site(tmp_path, "awi", "sst", "sst.zarr", size=SMALL, chunk_days=1)
+    geomar = make_site(tmp_path, "geomar", "chl", "chl.zarr", size=SMALL, chunk_days=1)
+    sst = open_local(tmp_path / "awi" / "sst.zarr").sst.mean(["lat", "lon"])
+    chl = open_local(tmp_path / "geomar" / "chl.zarr").chl.mean(["lat", "lon"])
+    expected = float(xr.corr(sst, chl, dim="time"))
+    with LocalFederation(tmp_path / "logs", dashboard=False) as lf:
+        procs = {"awi": lf.start_site(awi, wait=False), "geomar": lf.start_site(geomar, wait=False)}
+        for name, p in procs.items():
+            lf.wait_for_site(name, p)
+        proc = procs["geomar"]
+        with lf.connect() as fed:
+            s = fed.open_dataset("awi/sst").sst.mean(["lat", "lon"])
+            c = fed.open_dataset("geomar/chl").chl.mean(["lat", "lon"])
+            proc.kill()  # SIGKILL: no unregister, no goodbye
+            proc.wait()
+            future = fed.client.compute(xr.corr(s, c, dim="time"))
+            time.sleep(3)
+            assert not future.done()  # it waits for geomar
+            restarted = lf.start_site(geomar, name="geomar-again", wait=False)
+            _wait_connected(fed, "geomar")
+            assert restarted.poll() is None, lf.log("geomar-again")
+            np.testing.assert_allclose(float(future.result(timeout=60)), expected, rtol=1e-5)
+        assert "SiteNameTaken" not in lf.log("hub")
+        assert "a site process disconnected" in lf.log("hub")
