@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import psutil
 import xarray as xr
 
 from federation.local import LocalFederation
@@ -49,3 +56,42 @@ def test_site_killed_and_restarted_replaces_its_dead_registration(tmp_path):
             np.testing.assert_allclose(float(future.result(timeout=60)), expected, rtol=1e-5)
         assert "SiteNameTaken" not in lf.log("hub")
         assert "a site process disconnected" in lf.log("hub")
+
+
+def test_demo_keep_stops_on_sigterm_leaving_no_process_and_no_data():
+    """``dask federation demo --keep`` stopped by SIGTERM (timeout, docker stop, systemd)
+    cleans up like Ctrl-C: no hub or site process survives, the temporary data is gone.
+    On the way it shows progress and links the federation page while the hub runs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "federation.cli", "demo", "--size", "20MB", "--keep"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C (or SIGTERM) stops it" in line:
+                break
+        out = "".join(lines)
+        assert "Ctrl-C (or SIGTERM)" in out, out
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 4  # the hub and three sites (and their workers)
+        workdir = Path(re.search(r"per site\) in (\S+)", out).group(1))
+        assert workdir.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    assert not workdir.exists()
+    # progress while it starts, in order, and the federation page while the hub is up
+    steps = [re.search(r"\] (.*)", line).group(1) for line in lines if line.startswith("[")]
+    assert steps[0].startswith("hub up at tcp://127.0.0.1:")
+    assert re.search(r"federation page http://127\.0\.0\.1:\d+/federation$", steps[0])
+    assert [s for s in steps if s.endswith("site up")] == [
+        "awi: site up", "geomar: site up", "dkrz: site up"
+    ]
+    assert "Demo took" in out and "/status" not in out
