@@ -14,6 +14,10 @@ class UnknownDatasetError(FederationError, LookupError):
         return str(self.args[0]) if self.args else ""
 
 
+class SiteOfflineError(UnknownDatasetError):
+    """A dataset whose site is registered but offline (no live site process)."""
+
+
 class SiteNameTaken(FederationError):
     """A site tried to register a name another live site already uses."""
 

@@ -30,6 +30,7 @@ from .config import ConfigError, SiteConfig
 from .errors import HubUnavailable
 from .labels import worker_resources
 from .methods import MethodInfo, describe_function, load_function
+from .quiet import QuietUserMistakes
 from .read import SiteWorkerPlugin
 from .results import scan_results
 from .sources import source_for
@@ -190,6 +191,7 @@ class Site:
                             methods={**self.cfg.methods, **self.cfg.workflows},
                             results_dir=self.cfg.results_dir,
                         ),
+                        QuietUserMistakes(),
                     ),
                     **strict,
                 )

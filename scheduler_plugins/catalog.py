@@ -13,6 +13,7 @@ from federation.config import CONNECTIVITY
 from federation.methods import MethodInfo
 from federation.security import identity
 
+from .answers import user_errors
 from .grants import principal
 from .state import FederationState
 
@@ -60,6 +61,10 @@ class CatalogPlugin(SchedulerPlugin):
                 "federation_provenance": self.provenance,
             }
         )
+        # a user's or site's mistake is answered to them, not logged as a hub ERROR
+        for op, handler in list(scheduler.handlers.items()):
+            if getattr(handler, "__self__", None) is self:
+                scheduler.handlers[op] = user_errors(handler, op)
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         """Remember which site a new worker belongs to; turn away impostors.

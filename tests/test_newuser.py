@@ -8,12 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 import xarray as xr
 
+from federation import (
+    MethodError,
+    ResultError,
+    SiteOfflineError,
+    UnknownDatasetError,
+    UnknownMethodError,
+)
 from federation.local import LocalFederation
 
 from .conftest import make_site, open_local
@@ -26,6 +35,14 @@ def _wait_connected(fed, site: str, timeout: float = 60) -> None:
     while fed.sites().get(site, {}).get("status") != "connected":
         assert time.monotonic() < deadline, fed.sites()
         time.sleep(0.2)
+
+
+def _offline_soon(fed, name: str, timeout: float = 10) -> None:
+    """Open ``name`` until the hub has noticed its site went away (it raises then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fed.open_dataset(name)
+        time.sleep(0.1)
 
 
 def test_site_killed_and_restarted_replaces_its_dead_registration(tmp_path):
@@ -48,6 +65,9 @@ def test_site_killed_and_restarted_replaces_its_dead_registration(tmp_path):
             proc.kill()  # SIGKILL: no unregister, no goodbye
             proc.wait()
             future = fed.client.compute(xr.corr(s, c, dim="time"))
+            with pytest.raises(SiteOfflineError, match="site 'geomar', which is offline.*"
+                               r"federation.site-outage-timeout \(300 s\)"):
+                _offline_soon(fed, "geomar/chl")
             time.sleep(3)
             assert not future.done()  # it waits for geomar
             restarted = lf.start_site(geomar, name="geomar-again", wait=False)
@@ -95,3 +115,42 @@ def test_demo_keep_stops_on_sigterm_leaving_no_process_and_no_data():
         "awi: site up", "geomar: site up", "dkrz: site up"
     ]
     assert "Demo took" in out and "/status" not in out
+
+
+def _log_after(lf, name: str, start: int, expect: str, timeout: float = 10) -> str:
+    """The part of a process's log written after offset ``start``, once ``expect`` is in it."""
+    deadline = time.monotonic() + timeout
+    while expect not in (text := lf.log(name)[start:]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return text
+
+
+def test_user_mistakes_are_answered_not_logged_as_errors(local_federation, fed):
+    """A typo in a method or dataset name, a duplicate result name, a method that raises:
+    the user gets the error; the hub and site log one INFO line, no ERROR traceback."""
+    lf = local_federation
+    hub_start, awi_start = len(lf.log("hub")), len(lf.log("awi"))
+    with pytest.raises(UnknownMethodError, match="Did you mean 'awi/scale'"):
+        fed.method("awi/scal")
+    with pytest.raises(UnknownDatasetError, match="Did you mean 'awi/sst'"):
+        fed.open_dataset("awi/sstt")
+    name = f"dup_{uuid.uuid4().hex[:8]}"
+    field = fed.open_dataset("awi/sst").sst.isel(time=0)
+    fed.publish_result(name, field, site="awi")
+    with pytest.raises(ResultError, match="already exists; pass overwrite=True"):
+        fed.publish_result(name, field, site="awi")
+    with pytest.raises(MethodError, match="boom"):
+        fed.call("awi/fail", "boom").result()
+    hub = _log_after(lf, "hub", hub_start, "Refused federation_dataset")
+    assert "Refused federation_method: UnknownMethodError: unknown method 'awi/scal'" in hub
+    assert "ERROR" not in hub and "Traceback" not in hub, hub
+    awi = _log_after(lf, "awi", awi_start, "MethodError")
+    assert re.search(r"INFO - Task .* failed: ResultError\(.*already exists", awi), awi
+    assert "ERROR" not in awi and "Compute Failed" not in awi, awi
+
+
+def test_overlong_names_get_a_short_clear_error(fed):
+    with pytest.raises(UnknownDatasetError, match="dataset name of 100,000 characters"):
+        fed.open_dataset("a" * 100_000)
+    with pytest.raises(UnknownMethodError, match="method name of 100,000 characters"):
+        fed.method("awi/" + "a" * 99_996)
