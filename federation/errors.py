@@ -22,8 +22,8 @@ class SiteNameTaken(FederationError):
     """A site tried to register a name another live site already uses."""
 
 
-class HubUnavailable(FederationError):
-    """The hub could not be reached."""
+class HubUnavailable(FederationError, ConnectionError):
+    """The hub could not be reached (or not with this protocol or certificate)."""
 
 
 class UnknownMethodError(FederationError, LookupError):

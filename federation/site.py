@@ -27,6 +27,7 @@ from distributed.security import Security
 
 from .catalog import DatasetInfo, describe_dataset
 from .config import ConfigError, SiteConfig
+from .diagnose import tls_refusal
 from .errors import HubUnavailable
 from .labels import worker_resources
 from .methods import MethodInfo, describe_function, load_function
@@ -238,7 +239,17 @@ class Site:
                     )
                 self._use_connectivity(reply)
                 return
+            except PermissionError:
+                raise  # the hub refused (e.g. a certificate for another site): not transient
             except OSError as e:
+                refused = tls_refusal(e)
+                if refused is not None:
+                    raise HubUnavailable(
+                        f"the TLS handshake with the hub at {self.hub} failed: {refused}. "
+                        "Check --tls-ca-file (the federation's CA) and that --tls-cert is a "
+                        "site certificate from it: dask federation certs issue CA_DIR --site "
+                        f"{self.cfg.site}"
+                    ) from None
                 if give_up is not None and loop.time() > give_up:
                     raise HubUnavailable(
                         f"cannot reach the hub at {self.hub} ({e}); check 'hub:' in the "

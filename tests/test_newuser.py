@@ -17,13 +17,16 @@ import pytest
 import xarray as xr
 
 from federation import (
+    HubUnavailable,
     MethodError,
     ResultError,
     SiteOfflineError,
     UnknownDatasetError,
     UnknownMethodError,
+    connect,
 )
 from federation.local import LocalFederation
+from federation.security import init_ca, issue, security
 
 from .conftest import make_site, open_local
 
@@ -154,3 +157,44 @@ def test_overlong_names_get_a_short_clear_error(fed):
         fed.open_dataset("a" * 100_000)
     with pytest.raises(UnknownMethodError, match="method name of 100,000 characters"):
         fed.method("awi/" + "a" * 99_996)
+
+
+@pytest.fixture(scope="module")
+def tls_hub(tmp_path_factory):
+    """A TLS hub without sites, and the federation's CA directory."""
+    root = tmp_path_factory.mktemp("tls")
+    init_ca(root / "ca")
+    cert, key = issue(root / "ca", "hub", "hub")
+    with LocalFederation(root / "logs", dashboard=False,
+                         tls=(root / "ca" / "ca.pem", cert, key)) as lf:
+        lf.ca = root / "ca"
+        yield lf
+
+
+def test_tls_mistakes_name_the_fix(tls_hub):
+    ca = tls_hub.ca
+    with pytest.raises(ValueError, match=r"uses TLS; pass security=federation.security.secur"):
+        connect(tls_hub.address)
+    plain = tls_hub.address.replace("tls://", "tcp://")
+    with pytest.raises(HubUnavailable, match=rf"speaks TLS, not plain TCP.*connect to "
+                       rf"{re.escape(tls_hub.address)} and pass security="):
+        connect(plain, timeout="10s")
+    cert, key = issue(ca, "user", "carol")
+    with connect(tls_hub.address, security=security(ca / "ca.pem", cert, key)) as fed:
+        assert fed.sites() == {}  # the right way works
+
+
+def test_site_with_another_sites_certificate_fails_at_once(tls_hub, tmp_path):
+    ca = tls_hub.ca
+    cert, key = issue(ca, "site", "awi")
+    cfg = make_site(tmp_path, "geomar", "chl", "chl.zarr", size=SMALL)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "federation.cli", "site", str(cfg), "--hub", tls_hub.address,
+         "--tls-ca-file", str(ca / "ca.pem"), "--tls-cert", str(cert), "--tls-key", str(key)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "the certificate of site 'awi' cannot register site 'geomar'" in proc.stderr
+    assert "cannot reach the hub" not in proc.stderr
+    assert time.monotonic() - started < 25  # no 30 s of retries
