@@ -165,9 +165,13 @@ class FederationState:
         return True
 
     def unregister(self, site: str, session: str) -> None:
+        """End a session. A site none of whose workers ever joined (it failed while
+        starting) is forgotten, rather than listed as an offline ghost."""
         record = self.sites.get(site)
         if record is not None:
             record.sessions.pop(session, None)
+            if not record.sessions and site not in self.worker_site.values():
+                del self.sites[site]
 
     # -- workers -------------------------------------------------------------------------
 
