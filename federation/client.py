@@ -17,6 +17,7 @@ from distributed import Client, Future, worker_client
 
 from .catalog import DatasetInfo
 from .diagnose import check_client_security, explain_connect_failure
+from .display import federation_html, federation_text
 from .errors import HubUnavailable, ResultError
 from .graph import graph_uses
 from .lazy import Chunks, build_dataset
@@ -227,7 +228,10 @@ class Federation:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Federation {self.client.scheduler.address}>"
+        return federation_text(self)
+
+    def _repr_html_(self) -> str:
+        return federation_html(self)
 
 
 @contextmanager

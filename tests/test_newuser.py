@@ -15,6 +15,8 @@ import numpy as np
 import psutil
 import pytest
 import xarray as xr
+from distributed import Scheduler
+from distributed.utils_test import gen_test
 
 from federation import (
     HubUnavailable,
@@ -27,6 +29,7 @@ from federation import (
 )
 from federation.local import LocalFederation
 from federation.security import init_ca, issue, security
+from federation.serve import hub_addresses
 
 from .conftest import make_site, open_local
 
@@ -198,3 +201,53 @@ def test_site_with_another_sites_certificate_fails_at_once(tls_hub, tmp_path):
     assert "the certificate of site 'awi' cannot register site 'geomar'" in proc.stderr
     assert "cannot reach the hub" not in proc.stderr
     assert time.monotonic() - started < 25  # no 30 s of retries
+
+
+def test_reprs_are_readable_and_render_in_jupyter(fed):
+    text = repr(fed)
+    assert re.search(r"sites awi \(connected\), dkrz \(connected\), geomar \(connected\)", text)
+    assert re.search(r"page http://127\.0\.0\.1:\d+/federation>$", text), text
+    page = fed._repr_html_()
+    assert "<h3" in page and "Federation" in page and 'color: #2ca02c;">connected' in page
+    assert re.search(r'<a href="http://127\.0\.0\.1:\d+/federation"', page)
+    assert "awi/sst" in page and "Dask client" in page
+
+    info = fed.info("awi/sst")
+    text = repr(info)
+    assert text.startswith("<DatasetInfo 'awi/sst'> test sst\nDimensions:  (time: 40, lat: 180")
+    assert "    sst  (time, lat, lon) float32  chunks (5, 180, 360)" in text
+    assert "\\x" not in text and len(text) < 1000  # no raw coordinate bytes
+    assert "<h4>Data variables</h4>" in info._repr_html_()
+
+    method = fed.describe("awi/scale")
+    assert repr(method).startswith(
+        "<MethodInfo 'awi/scale': method scale(data: xarray.DataArray, factor: float = 2.0)"
+    )
+    assert "Multiply data by a factor." in repr(method)
+    assert "<td style=\"text-align: left;\">factor</td>" in method._repr_html_()
+
+    with fed.traffic() as t:
+        sst = fed.open_dataset("awi/sst").sst.mean(["lat", "lon"])
+        chl = fed.open_dataset("geomar/chl").chl.mean(["lat", "lon"])
+        (sst * chl).sum().compute()
+    text = repr(t)
+    assert re.match(r"<TrafficRecord: [\d.]+ [kM]?i?B across site borders in \d+ transfer", text)
+    assert "awi -> client" in text or "geomar -> client" in text
+    assert "Tasks run per site" in t._repr_html_()
+
+
+def test_hub_log_names_addresses_users_can_reach(local_federation):
+    log = local_federation.log("hub")
+    port = local_federation.dashboard_port
+    assert f"Federation page at http://127.0.0.1:{port}/federation" in log
+    assert "0.0.0.0" not in log
+
+
+@gen_test()
+async def test_hub_on_all_interfaces_also_names_its_local_address():
+    async with Scheduler(dashboard_address=":0", port=0) as scheduler:
+        lines = hub_addresses(scheduler, None)
+    assert f"(all interfaces; on this machine tcp://127.0.0.1:{scheduler.port})" in lines[0]
+    assert re.fullmatch(
+        r"Federation page at http://127\.0\.0\.1:\d+/federation \(all interfaces\)", lines[1]
+    )
