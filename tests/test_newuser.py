@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import xarray as xr
 from distributed import Scheduler
 from distributed.utils_test import gen_test
 
+import federation
 from federation import (
     HubUnavailable,
     MethodError,
@@ -251,3 +254,36 @@ async def test_hub_on_all_interfaces_also_names_its_local_address():
     assert re.fullmatch(
         r"Federation page at http://127\.0\.0\.1:\d+/federation \(all interfaces\)", lines[1]
     )
+
+
+NODE, NPM = shutil.which("node"), shutil.which("npm")
+JS_PACKAGE = Path(federation.__file__).parent / "js"
+
+
+@pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are not installed")
+def test_javascript_client_installs_as_a_package_node_imports(local_federation, tmp_path):
+    """``npm install <clone>/federation/js``, then ``import … from "dask-federation-client"``
+    in Node (the hub-served URL is for browsers: Node refuses http: imports)."""
+    package = json.loads((JS_PACKAGE / "package.json").read_text())
+    assert (JS_PACKAGE / package["exports"]["."]["types"]).exists()
+    (tmp_path / "package.json").write_text('{"name": "app", "private": true, "type": "module"}')
+    install = subprocess.run(
+        [NPM, "install", "--offline", "--no-audit", "--no-fund", str(JS_PACKAGE)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert install.returncode == 0, install.stderr
+    (tmp_path / "main.mjs").write_text(
+        'import Default, { Federation, FederationError, toRows } from "dask-federation-client";\n'
+        "if (Default !== Federation || typeof toRows !== 'function') process.exit(3);\n"
+        "const fed = new Federation(process.argv[2]);\n"
+        "const sites = await fed.sites();\n"
+        "console.log(JSON.stringify(sites.map((s) => s.name).sort()));\n"
+        "try { await fed.dataset('awi/nope'); } catch (e) {\n"
+        "  console.log(e instanceof FederationError, e.status); }\n"
+    )
+    url = f"http://127.0.0.1:{local_federation.dashboard_port}"
+    run = subprocess.run(
+        [NODE, "main.mjs", url], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ['["awi","dkrz","geomar"]', "true 404"]
