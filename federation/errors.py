@@ -59,3 +59,8 @@ class PolicyError(FederationError, PermissionError):
 
 class StrictRefusal(FederationError, PermissionError):
     """A strict site refused to unpickle or run something not on its allow-list."""
+
+
+class RawDataMoveWarning(UserWarning):
+    """A computation moves more than ``federation.raw-move-warning`` of a site's raw bytes
+    across the site's border (see ``scheduler_plugins.moves``)."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .boundary import BoundaryPlugin
 from .catalog import CatalogPlugin
+from .moves import MovesPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
 from .refusal import Refusals
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 __all__ = [
-    "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
-    "RelayPlugin", "RoutingPlugin", "SessionPlugin",
+    "BoundaryPlugin", "CatalogPlugin", "FederationState", "MovesPlugin", "OutagePlugin",
+    "PolicyPlugin", "RelayPlugin", "RoutingPlugin", "SessionPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -46,7 +47,7 @@ def install(scheduler: Scheduler) -> FederationState:
     refusals = Refusals(scheduler, routing)
     for plugin in (
         CatalogPlugin(state), SessionPlugin(state), routing, TrafficPlugin(state),
-        BoundaryPlugin(state), OutagePlugin(state, routing),
+        BoundaryPlugin(state), OutagePlugin(state, routing), MovesPlugin(state),
         # after routing: these override its placement of what they refuse or pin
         PolicyPlugin(state, routing, refusals),
         TrustPlugin(state, refusals), RelayPlugin(state),

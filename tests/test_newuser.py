@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import federation
 from federation import (
     HubUnavailable,
     MethodError,
+    RawDataMoveWarning,
     ResultError,
     SiteOfflineError,
     UnknownDatasetError,
@@ -287,3 +289,24 @@ def test_javascript_client_installs_as_a_package_node_imports(local_federation, 
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ['["awi","dkrz","geomar"]', "true 404"]
+
+
+def test_moving_much_raw_data_warns_once_with_the_bytes(fed, data_root):
+    """An element-wise product of two sites' fields fetches one field whole: one warning
+    with the bytes. A reduction per site (the federation's usual case) warns nothing."""
+    sst = fed.open_dataset("awi/sst").sst
+    chl = fed.open_dataset("geomar/chl").chl
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (sst * chl).sum().compute()
+        time.sleep(0.5)  # the warning travels on the client's stream
+    moves = [w for w in caught if issubclass(w.category, RawDataMoveWarning)]
+    assert len(moves) == 1, [str(w.message) for w in caught]
+    assert re.search(r"moves [\d.]+ MiB of data from site '(awi|geomar)' across site borders, "
+                     r"\d+% of the raw bytes of (awi/sst|geomar/chl) \([\d.]+ MiB\)",
+                     str(moves[0].message))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xr.corr(sst.mean(["lat", "lon"]), chl.mean(["lat", "lon"]), dim="time").compute()
+        time.sleep(0.5)
+    assert not [w for w in caught if issubclass(w.category, RawDataMoveWarning)]
