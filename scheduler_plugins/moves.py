@@ -1,4 +1,8 @@
-"""Warn a user whose computation moves much of a site's raw data across its border.
+"""Per-computation records; a warning when a computation moves much raw data.
+
+Each ``update_graph`` (one ``compute``/``persist``) is a :class:`Computation`: tasks run
+per site, what it reads, the inputs its tasks fetched across site borders. The federation
+page lists the recent ones (next to the cumulative per-site counters).
 
 Routing runs each task at the site holding most of its input bytes, so a reduction
 moves only small partial results. But a task that needs two sites' data (an element-wise
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +44,7 @@ class Computation:
     """What one submitted graph reads per site, and what it moved so far."""
 
     client: str
+    started: float = field(default_factory=time.time)
     #: site -> datasets (``site/name``) the computation reads there
     reads: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     #: source site -> bytes of inputs fetched by tasks at other sites
@@ -47,7 +52,22 @@ class Computation:
     #: (dependency key, destination site) already counted
     counted: set[tuple[Any, str]] = field(default_factory=set)
     warned: bool = False
+
+    #: tasks submitted, and tasks run per site (a task rerun after a worker died counts
+    #: again)
     keys: int = 0
+    #: of those, not yet forgotten by the scheduler
+    live: int = 0
+    tasks: Counter[str] = field(default_factory=Counter)
+    erred: int = 0
+
+    @property
+    def status(self) -> str:
+        if self.erred:
+            return "erred"
+        if sum(self.tasks.values()) >= self.keys:
+            return "finished"
+        return "running" if self.live else "released"
 
 
 class MovesPlugin(SchedulerPlugin):
@@ -55,9 +75,11 @@ class MovesPlugin(SchedulerPlugin):
 
     name = "federation-moves"
 
-    def __init__(self, state: FederationState):
+    def __init__(self, state: FederationState, keep: int = 20):
         self.state = state
         self.of_key: dict[Any, Computation] = {}
+        #: the most recent computations, newest last
+        self.recent: deque[Computation] = deque(maxlen=keep)
 
     @staticmethod
     def share() -> float:
@@ -66,27 +88,38 @@ class MovesPlugin(SchedulerPlugin):
     def update_graph(
         self, scheduler: Scheduler, *, client: str, tasks: list, **kwargs: Any
     ) -> None:
-        if self.share() <= 0:
-            return
         comp = Computation(client)
+        self.recent.append(comp)
         for key in tasks:
             ts = scheduler.tasks.get(key)
             if ts is None or ts.state != "released":
                 continue
             self.of_key[key] = comp
             comp.keys += 1
+            comp.live += 1
             for kind, ref in bindings(ts.run_spec) if ts.run_spec is not None else ():
                 if kind == "dataset":
                     comp.reads[site_of_ref(ref)].add(ref)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish == "forgotten":
-            self.of_key.pop(key, None)
+            comp = self.of_key.pop(key, None)
+            if comp is not None:
+                comp.live -= 1
             return
-        if finish != "processing" or not self.of_key:
+        if not self.of_key or finish not in ("processing", "memory", "erred"):
             return
         comp = self.of_key.get(key)
-        if comp is None or comp.warned:
+        if comp is None:
+            return
+        if start == "processing" and finish == "memory":
+            site = self.state.worker_site.get(kwargs.get("worker") or "")
+            comp.tasks[site or "(unlabelled)"] += 1
+            return
+        if finish == "erred":
+            comp.erred += 1
+            return
+        if finish != "processing" or comp.warned or self.share() <= 0:
             return
         ts = self.state.scheduler.tasks.get(key)
         ws = ts.processing_on if ts is not None else None

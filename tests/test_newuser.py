@@ -310,3 +310,22 @@ def test_moving_much_raw_data_warns_once_with_the_bytes(fed, data_root):
         xr.corr(sst.mean(["lat", "lon"]), chl.mean(["lat", "lon"]), dim="time").compute()
         time.sleep(0.5)
     assert not [w for w in caught if issubclass(w.category, RawDataMoveWarning)]
+
+
+def _last_computation(dask_scheduler) -> dict:
+    c = dask_scheduler.plugins["federation-moves"].recent[-1]
+    return {"status": c.status, "keys": c.keys, "tasks": dict(c.tasks)}
+
+
+def test_each_computation_counts_its_own_tasks_per_site(fed):
+    """What the federation page's Computations table shows, next to the cumulative
+    per-site counters: the tasks of one computation, per site."""
+    sst = fed.open_dataset("awi/sst").sst.mean(["lat", "lon"])
+    chl = fed.open_dataset("geomar/chl").chl.mean(["lat", "lon"])
+    with fed.traffic() as t:
+        xr.corr(sst, chl, dim="time").compute()
+    last = fed.client.run_on_scheduler(_last_computation)
+    assert last["status"] == "finished"
+    assert last["tasks"] == t.tasks  # the same per-site counts the traffic record shows
+    assert sum(last["tasks"].values()) == last["keys"]
+    assert set(last["tasks"]) == {"awi", "geomar"}
