@@ -1,0 +1,210 @@
+"""``dask federation …`` (distributed's ``dask_cli`` entry point) and ``dask-federation``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import click
+
+from .config import ConfigError, load_site_config
+from .errors import FederationError
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
+
+
+@click.group(name="federation", context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Analyse datasets held at several institutes together, without moving them."""
+
+
+def tls_options(func):
+    """--tls-ca-file/--tls-cert/--tls-key, as distributed's own CLI names them."""
+    for name, text in (
+        ("--tls-key", "private key of this party's certificate"),
+        ("--tls-cert", "this party's certificate (dask federation certs issue)"),
+        ("--tls-ca-file", "the federation's CA certificate; enables mutual TLS"),
+    ):
+        func = click.option(name, default=None, type=click.Path(dir_okay=False), help=text)(func)
+    return func
+
+
+def _security(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None):
+    given = [tls_ca_file, tls_cert, tls_key]
+    if not any(given):
+        return None
+    if not all(given):
+        raise click.UsageError("mutual TLS needs all of --tls-ca-file, --tls-cert and --tls-key")
+    from .security import security
+
+    return security(tls_ca_file, tls_cert, tls_key)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: all interfaces)")
+@click.option(
+    "--port", default=8786, show_default=True, help="Scheduler port sites and users connect to"
+)
+@click.option(
+    "--dashboard-address", default=":8787", show_default=True,
+    help="Dashboard / HTTP address",
+)
+@click.option(
+    "--relay-port", default=8789, show_default=True,
+    help="Port of the relay that outbound-only sites connect to (0: any free port)",
+)
+@click.option("--preload", multiple=True, help="Extra scheduler preload modules")
+@click.option(
+    "--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+    help="Hub settings (YAML): the federation.* dask config, e.g. grants",
+)
+@tls_options
+def hub(
+    host: str | None, port: int, dashboard_address: str, relay_port: int,
+    preload: tuple[str, ...],
+    config_file: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+) -> None:
+    """Run the federation hub: a Dask scheduler with the federation plugins."""
+    import dask
+    import yaml
+
+    from .serve import run_hub
+
+    _setup_logging()
+    if config_file:
+        with open(config_file) as f:
+            settings = yaml.safe_load(f) or {}
+        if not isinstance(settings, dict):
+            raise click.UsageError(f"{config_file}: expected a mapping of federation settings")
+        dask.config.update(dask.config.config, {"federation": settings}, priority="new")
+    dask.config.set({"federation.relay.port": relay_port})
+    security = _security(tls_ca_file, tls_cert, tls_key)
+    asyncio.run(run_hub(host, port, dashboard_address, preload, security=security))
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--hub", "hub_address", default=None, help="Hub address; overrides 'hub:' in CONFIG")
+@click.option("--workers", type=int, default=None, help="Override 'workers:' from CONFIG")
+@click.option(
+    "--join", is_flag=True,
+    help="Add workers to a site of this name that is already running (same config)",
+)
+@click.option(
+    "--timeout", default=30.0, show_default=True, help="Seconds to keep trying to reach the hub"
+)
+@click.option(
+    "--listen-host", default=None,
+    help="Outbound-only sites: address workers listen on for same-site peers (overrides "
+    "'listen_host:')",
+)
+@tls_options
+def site(
+    config: str, hub_address: str | None, workers: int | None, join: bool, timeout: float,
+    listen_host: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+) -> None:
+    """Run a site: register CONFIG's datasets with the hub and start its workers."""
+    from .serve import run_site
+
+    _setup_logging()
+    try:
+        cfg = load_site_config(config)
+        if workers is not None:
+            cfg.workers = workers
+        if listen_host:
+            cfg.listen_host = listen_host
+        address = hub_address or cfg.hub
+        if not address:
+            raise ConfigError(f"{config}: no hub address; add 'hub: tcp://HOST:8786' or pass --hub")
+        config_dir = os.path.dirname(os.path.abspath(config))
+        tls = cfg.tls
+        security = _security(
+            tls_ca_file or (tls and tls.ca_file), tls_cert or (tls and tls.cert),
+            tls_key or (tls and tls.key),
+        )
+        asyncio.run(
+            run_site(
+                cfg, address, join=join, timeout=timeout, config_dir=config_dir,
+                security=security,
+            )
+        )
+    except (ConfigError, FederationError, PermissionError, FileNotFoundError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("address")
+@tls_options
+def catalog(
+    address: str, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None
+) -> None:
+    """Print the federated catalog of the hub at ADDRESS."""
+    import pandas as pd
+
+    from .client import connect
+
+    security = _security(tls_ca_file, tls_cert, tls_key)
+    with connect(address, timeout="10s", security=security) as fed:
+        with pd.option_context("display.max_colwidth", 40, "display.width", 160):
+            click.echo(fed.catalog().drop(columns=["chunks"]).to_string(index=False))
+
+
+@main.command()
+@click.option("--size", default="200MB", show_default=True, help="Data per site, e.g. 50MB, 1GB")
+@click.option("--keep", is_flag=True, help="Keep the federation running until Ctrl-C")
+@click.option("--directory", default=None, help="Folder for the sites' data (default: temporary)")
+def demo(size: str, keep: bool, directory: str | None) -> None:
+    """Start a hub and three sites on this machine and run a cross-site analysis."""
+    from .demo import run_demo
+
+    run_demo(size=size, keep=keep, directory=directory)
+
+
+@main.group()
+def certs() -> None:
+    """Make the federation's certificate authority and issue certificates."""
+
+
+@certs.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", default="dask-federation", show_default=True, help="Federation name")
+def certs_init(directory: str, name: str) -> None:
+    """Create the federation CA (ca.pem, ca-key.pem) in DIRECTORY."""
+    from .security import init_ca
+
+    try:
+        click.echo(f"CA certificate: {init_ca(directory, name)}")
+    except FileExistsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@certs.command("issue")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--hub", "hub_cert", is_flag=True, help="A certificate for the hub")
+@click.option("--site", "site_name", default=None, help="A certificate for site NAME")
+@click.option("--user", "user_name", default=None, help="A certificate for user NAME")
+@click.option("--host", "hosts", multiple=True, help="Host name or IP this party serves on")
+def certs_issue(
+    directory: str, hub_cert: bool, site_name: str | None, user_name: str | None,
+    hosts: tuple[str, ...],
+) -> None:
+    """Issue a key and certificate signed by the CA in DIRECTORY."""
+    from .security import issue
+
+    chosen = [(r, n) for r, n in (("hub", "hub" if hub_cert else None), ("site", site_name),
+                                  ("user", user_name)) if n]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --hub, --site NAME, --user NAME")
+    role, name = chosen[0]
+    cert, key = issue(directory, role, name, hosts=hosts or ("localhost", "127.0.0.1"))
+    click.echo(f"certificate: {cert}\nkey:         {key}")
+
+
+if __name__ == "__main__":
+    main()

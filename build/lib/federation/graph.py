@@ -1,0 +1,66 @@
+"""Finding what ties a task to a site, inside dask task specs (also fused ones).
+
+Three functions only ever run at a particular site: :func:`~federation.read.read_chunk`
+(reads a dataset), :func:`~federation.methods.run_method` (runs a shared method) and
+:func:`~federation.results.write_result` (stores a result). Their first argument is the
+``site/...`` reference; the routing plugin and result provenance both look for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from dask._task_spec import DataNode, Task
+
+from .methods import run_method
+from .read import read_chunk
+from .results import write_result
+
+Binding = tuple[Literal["dataset", "method", "result"], str]
+
+SITE_BOUND: dict[Any, str] = {read_chunk: "dataset", run_method: "method", write_result: "result"}
+
+
+#: what may hold a call; the leaves of a spec (strings, slices, numbers, TaskRefs) are
+#: skipped without a recursive call: the hub walks every task of every graph
+_NESTED = (Task, DataNode, dict, list, tuple)
+
+
+def bindings(node: Any) -> Iterator[Binding]:
+    """``(kind, reference)`` for every site-bound call inside a task spec."""
+    if isinstance(node, Task):
+        kind = SITE_BOUND.get(node.func)
+        if kind is not None:
+            yield kind, node.args[0]  # type: ignore[misc]
+        children: Any = (*node.args, *node.kwargs.values())
+    elif isinstance(node, DataNode):
+        children = (node.value,)
+    elif isinstance(node, dict):
+        children = node.values()
+    elif isinstance(node, (list, tuple)):
+        children = node
+    else:
+        return
+    for child in children:
+        if isinstance(child, _NESTED):
+            yield from bindings(child)
+
+
+def site_of_ref(ref: str) -> str:
+    return ref.split("/", 1)[0]
+
+
+def graph_uses(obj: Any) -> dict[str, Any]:
+    """Datasets and methods a dask collection uses, and its site-bound tasks per site."""
+    from collections import Counter
+
+    datasets: set[str] = set()
+    methods: set[str] = set()
+    sites: Counter[str] = Counter()
+    if hasattr(obj, "__dask_graph__") and obj.__dask_graph__() is not None:
+        for node in dict(obj.__dask_graph__()).values():
+            for kind, ref in bindings(node):
+                (datasets if kind == "dataset" else methods).add(ref)
+                sites[site_of_ref(ref)] += 1
+    return {"datasets": sorted(datasets), "methods": sorted(methods), "sites": dict(sites)}

@@ -1,0 +1,164 @@
+"""A federation of real processes on this machine: a hub and sites as CLI subprocesses.
+
+Used by ``dask federation demo``, the tests and the benchmarks.
+
+Examples
+--------
+>>> with LocalFederation(workdir) as lf:                      # doctest: +SKIP
+...     lf.start_site("awi.yaml")
+...     fed = lf.connect()
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .client import Federation, connect
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_site_config(path: str | os.PathLike, **config: object) -> Path:
+    path = Path(path)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class LocalFederation:
+    """Hub and sites as subprocesses, logs in ``workdir``; stopped on exit."""
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        dashboard: bool = True,
+        tls: tuple[str, str, str] | None = None,
+        hub_args: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+    ):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.dashboard_port = free_port() if dashboard else None
+        #: (CA file, certificate, key) of the hub, for a tls:// federation
+        self.tls = tls
+        self.hub_args = hub_args
+        #: the hub listens here; sites in other network namespaces reach it there
+        self.host = host
+        self.address = f"{'tls' if tls else 'tcp'}://{host}:{self.port}"
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def dashboard_url(self) -> str | None:
+        if self.dashboard_port is None:
+            return None
+        return f"http://127.0.0.1:{self.dashboard_port}/status"
+
+    @property
+    def page_url(self) -> str | None:
+        """The hub's federation page (sites, traffic, catalog), next to Dask's pages."""
+        if self.dashboard_port is None:
+            return None
+        return f"http://127.0.0.1:{self.dashboard_port}/federation"
+
+    def _spawn(
+        self, name: str, *args: str, wrapper: tuple[str, ...] = ()
+    ) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [*wrapper, sys.executable, "-m", "federation.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop them
+        )
+        self.processes[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def start_hub(self) -> None:
+        dash = f"127.0.0.1:{self.dashboard_port}" if self.dashboard_port else ":0"
+        tls = []
+        if self.tls:
+            ca, cert, key = map(str, self.tls)
+            tls = ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
+        self._spawn(
+            "hub", "hub", "--host", self.host, "--port", str(self.port),
+            "--relay-port", str(free_port()),
+            "--dashboard-address", dash, *tls, *self.hub_args,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.processes["hub"].poll() is not None:
+                raise RuntimeError(f"hub exited:\n{self.log('hub')}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"hub did not start:\n{self.log('hub')}")
+
+    def start_site(
+        self, config: str | os.PathLike, *extra: str, name: str | None = None,
+        wait: bool = True, wrapper: tuple[str, ...] = (),
+    ) -> subprocess.Popen:
+        """Start ``dask federation site CONFIG --hub <this hub>``; wait until its workers
+        are connected (unless ``wait=False``). ``wrapper`` prefixes the command, e.g.
+        ``("ip", "netns", "exec", "awi")`` to run the site in its own network namespace."""
+        name = name or Path(config).stem
+        proc = self._spawn(
+            name, "site", str(config), "--hub", self.address, *extra, wrapper=wrapper
+        )
+        if wait:
+            self.wait_for_site(name, proc)
+        return proc
+
+    def wait_for_site(self, name: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"site {name} exited:\n{self.log(name)}")
+            if "serving" in self.log(name):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"site {name} did not start:\n{self.log(name)}")
+
+    def connect(self, **client_kwargs) -> Federation:
+        return connect(self.address, **{"timeout": "30s", **client_kwargs})
+
+    def stop(self, name: str, timeout: float = 20) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def close(self) -> None:
+        for name in [n for n in self.processes if n != "hub"]:
+            self.stop(name)
+        self.stop("hub")
+
+    def __enter__(self) -> LocalFederation:
+        self.start_hub()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,93 @@
+"""Who is who, and who may use what: identities from TLS certificates, and grants.
+
+With mutual TLS, every connection to the hub carries a certificate issued by the
+federation's CA (see :mod:`federation.security`) naming a role and a name. This plugin
+records the identity of each client and worker as they register, and — when the hub is
+configured with ``federation.grants`` — refuses, before anything runs, a graph that
+reads a dataset, calls a method or stores a result the submitting user has no grant for.
+
+Grants map an identity to ``fnmatch`` patterns over references::
+
+    federation:
+      grants:
+        alice: ["awi/*", "geomar/chl"]   # a user (certificate role "user")
+        site:awi: ["geomar/*"]           # a site's workflows, running at awi
+        "*": ["*/results/*"]             # everyone
+
+A pattern ``awi/*`` covers awi's datasets, methods and results.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from distributed import SchedulerPlugin
+from distributed.comm.addressing import normalize_address
+
+from federation.graph import bindings
+from federation.security import identity
+
+from .grants import principal
+from .refusal import Refusals
+from .state import FederationState
+
+if TYPE_CHECKING:
+    from distributed.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+
+
+class TrustPlugin(SchedulerPlugin):
+    """Records identities; refuses graphs that use what their submitter may not."""
+
+    name = "federation-trust"
+
+    def __init__(self, state: FederationState, refusals: Refusals):
+        self.state = state
+        self.refusals = refusals
+        self.grants = state.grants
+
+    async def start(self, scheduler: Scheduler) -> None:
+        """Wrap the client and worker registration handlers to read certificates."""
+        add_client = scheduler.handlers["register-client"]
+        add_worker = scheduler.handlers["register-worker"]
+
+        async def register_client(comm, client: str, **kwargs):
+            self.state.client_identity[client] = identity(comm.extra_info.get("peercert"))
+            return await add_client(comm, client=client, **kwargs)
+
+        async def register_worker(comm, address: str, **kwargs):
+            ident = identity(comm.extra_info.get("peercert"))
+            self.state.worker_identity[normalize_address(address)] = ident
+            return await add_worker(comm, address=address, **kwargs)
+
+        scheduler.handlers["register-client"] = register_client
+        scheduler.handlers["register-worker"] = register_worker
+
+    def update_graph(
+        self, scheduler: Scheduler, *, client: str, tasks: list, stimulus_id: str, **kwargs
+    ) -> None:
+        """Refuse the whole graph if it uses anything its submitter has no grant for.
+
+        Runs after the routing plugin (it is installed after it): the graph's new tasks
+        are held on a resource no worker has, and failed with a PermissionError on the
+        next tick — nothing of a refused graph runs, and no byte of it moves.
+        """
+        if not self.grants.enabled:
+            return
+        who = principal(self.state.client_identity.get(client))
+        new = [ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"]
+        missing = sorted(
+            {ref for ts in new for _, ref in bindings(ts.run_spec)
+             if not self.grants.allows(who, ref)}
+        )
+        if not missing:
+            return
+        message = f"{self.grants.refusal(who, missing)}. Nothing of this computation ran."
+        self.refusals.refuse(new, PermissionError(message))
+        scheduler.log_event(
+            "federation", {"action": "graph-refused", "client": client, "missing": missing}
+        )
+        logger.warning("Refused a graph of %s: %s", who, missing)
