@@ -27,7 +27,7 @@ class UserMistakesAsInfo(logging.Filter):
     """Turn ``Compute Failed`` records of FederationErrors into one INFO line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg.__class__ is not str or not record.msg.startswith(COMPUTE_FAILED):
+        if not isinstance(record.msg, str) or not record.msg.startswith(COMPUTE_FAILED):
             return True
         try:
             key, _, _, exception_text, _ = record.args

@@ -258,22 +258,20 @@ async def test_hub_on_all_interfaces_also_names_its_local_address():
     )
 
 
-NODE, NPM = shutil.which("node"), shutil.which("npm")
+NODE = shutil.which("node")
 JS_PACKAGE = Path(federation.__file__).parent / "js"
 
 
-@pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are not installed")
-def test_javascript_client_installs_as_a_package_node_imports(local_federation, tmp_path):
-    """``npm install <clone>/federation/js``, then ``import … from "dask-federation-client"``
-    in Node (the hub-served URL is for browsers: Node refuses http: imports)."""
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+def test_javascript_client_is_a_package_node_imports(local_federation, tmp_path):
+    """The client as a package (``npm install <clone>/federation/js``), imported by name in
+    Node (the hub-served URL is for browsers: Node refuses http: imports)."""
     package = json.loads((JS_PACKAGE / "package.json").read_text())
     assert (JS_PACKAGE / package["exports"]["."]["types"]).exists()
     (tmp_path / "package.json").write_text('{"name": "app", "private": true, "type": "module"}')
-    install = subprocess.run(
-        [NPM, "install", "--offline", "--no-audit", "--no-fund", str(JS_PACKAGE)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
-    assert install.returncode == 0, install.stderr
+    # what `npm install ./federation/js` does for a local folder (Debian's nodejs has no npm)
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / package["name"]).symlink_to(JS_PACKAGE)
     (tmp_path / "main.mjs").write_text(
         'import Default, { Federation, FederationError, toRows } from "dask-federation-client";\n'
         "if (Default !== Federation || typeof toRows !== 'function') process.exit(3);\n"
