@@ -451,7 +451,7 @@ class BaseHandler(web.RequestHandler):
     def json_body(self) -> dict[str, Any]:
         if not self.request.body:
             return {}
-        limit = parse_bytes(_config("max-body-bytes", "10MB"))
+        limit = parse_bytes(dask.config.get("federation.http.max-body-bytes", "10MB"))
         if len(self.request.body) > limit:
             raise ApiError(
                 413, "body_too_large",
