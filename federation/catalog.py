@@ -226,6 +226,16 @@ class DatasetInfo:
     def nbytes(self) -> int:
         return sum(v.nbytes for v in self.variables.values())
 
+    def __repr__(self) -> str:  # the dataclass repr would dump coordinate bytes
+        from .display import dataset_text
+
+        return dataset_text(self)
+
+    def _repr_html_(self) -> str:
+        from .display import dataset_html
+
+        return dataset_html(self)
+
     def summary(self) -> dict[str, Any]:
         """One catalog row."""
         first = self.variables[self.data_vars[0]] if self.data_vars else None

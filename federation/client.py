@@ -16,7 +16,9 @@ from dask.delayed import Delayed
 from distributed import Client, Future, worker_client
 
 from .catalog import DatasetInfo
-from .errors import ResultError
+from .diagnose import check_client_security, explain_connect_failure
+from .display import federation_html, federation_text
+from .errors import HubUnavailable, ResultError
 from .graph import graph_uses
 from .lazy import Chunks, build_dataset
 from .methods import MethodInfo, bind_arguments, run_method
@@ -236,7 +238,10 @@ class Federation:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Federation {self.client.scheduler.address}>"
+        return federation_text(self)
+
+    def _repr_html_(self) -> str:
+        return federation_html(self)
 
 
 @contextmanager
@@ -276,5 +281,14 @@ def connect(
     if client is None:
         if address is None:
             raise ValueError("give the hub's address, e.g. connect('tcp://hub:8786')")
-        client = Client(address, **client_kwargs)
+        if not isinstance(address, str):
+            raise TypeError(f"the hub's address is a string like 'tcp://hub:8786', not {address!r}")
+        check_client_security(address, client_kwargs.get("security"))
+        try:
+            client = Client(address, **client_kwargs)
+        except OSError as e:
+            why = explain_connect_failure(address, e)
+            if why is None:
+                raise
+            raise HubUnavailable(why) from None
     return Federation(client)

@@ -82,11 +82,17 @@ class DatasetConfig(BaseModel):
     @field_validator("max_egress_bytes")
     @classmethod
     def _bytes(cls, v: str | int | None) -> str | int | None:
-        if isinstance(v, str):
-            try:
-                parse_bytes(v)
-            except ValueError:
-                raise ValueError(f"max_egress_bytes {v!r} is not a size like 50MB") from None
+        if v is None:
+            return v
+        try:
+            n = parse_bytes(v) if isinstance(v, str) else v
+        except ValueError:
+            n = None
+        if n is None or n <= 0:
+            raise ValueError(
+                f"max_egress_bytes {v!r} is not a positive size like 50MB (to let nothing "
+                "leave, use 'egress: none')"
+            )
         return v
 
     @field_validator("open_options")
@@ -198,6 +204,22 @@ class SiteConfig(BaseModel):
         default_factory=list,
         description="with strict: extra importable modules whose functions the site allows",
     )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, v: str | int) -> str | int:
+        """What distributed's Nanny accepts, checked before the site registers (a bad value
+        used to stop the site half-started)."""
+        try:
+            n = None if v == "auto" else parse_bytes(v) if isinstance(v, str) else int(v)
+        except ValueError:
+            n = -1
+        if n is not None and n < 0:
+            raise ValueError(
+                f"memory_limit {v!r} is not a size: use e.g. 4GiB per worker, 0 for no limit, "
+                "or auto (a share of this machine's memory)"
+            )
+        return v
 
     @field_validator("site")
     @classmethod

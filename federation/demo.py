@@ -12,6 +12,7 @@ The data are generated but shaped like the real thing: daily fields on a shared
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import time
 import zlib
@@ -117,29 +118,26 @@ def write_dataset(kind: str, path: Path, size: str | int, chunk_days: int = CHUN
 SITES = {"awi": ("sst", "sst.zarr"), "geomar": ("chl", "chl.zarr"), "dkrz": ("t2m", "t2m.nc")}
 
 
-def prepare_sites(directory: Path, size: str | int, hub: str) -> dict[str, Path]:
-    """Data and a config file per site, each site in its own folder."""
-    configs = {}
-    for site, (kind, filename) in SITES.items():
-        folder = directory / site
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / filename).exists():
-            write_dataset(kind, folder / filename, size)
-        extra = {}
-        if site == "dkrz":  # dkrz shares a workflow that uses the other two sites' data
-            extra = {
-                "workflows": {
-                    "anomaly_correlation": "federation.demo_workflows:anomaly_correlation"
-                },
-                "results_dir": "results",
-            }
-        configs[site] = write_site_config(
-            folder / f"{site}.yaml",
-            site=site, hub=hub, workers=1, nthreads=2, memory_limit="1GiB",
-            datasets={kind: {"path": filename, "description": VARIABLES[kind][2]}},
-            **extra,
-        )
-    return configs
+def prepare_site(directory: Path, site: str, size: str | int, hub: str) -> Path:
+    """Data (unless already there) and a config file for ``site`` in its own folder;
+    returns the config path."""
+    kind, filename = SITES[site]
+    folder = directory / site
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / filename).exists():
+        write_dataset(kind, folder / filename, size)
+    extra = {}
+    if site == "dkrz":  # dkrz shares a workflow that uses the other two sites' data
+        extra = {
+            "workflows": {"anomaly_correlation": "federation.demo_workflows:anomaly_correlation"},
+            "results_dir": "results",
+        }
+    return write_site_config(
+        folder / f"{site}.yaml",
+        site=site, hub=hub, workers=1, nthreads=2, memory_limit="1GiB",
+        datasets={kind: {"path": filename, "description": VARIABLES[kind][2]}},
+        **extra,
+    )
 
 
 def analysis(fed) -> tuple[dict[str, float], int]:
@@ -159,18 +157,44 @@ def analysis(fed) -> tuple[dict[str, float], int]:
     return {"corr(sst, chl)": float(r_chl), "corr(sst, tropical t2m)": float(r_t2m)}, raw
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``timeout``, ``docker stop``, systemd) and SIGHUP (a closed terminal) stop
+    the demo like Ctrl-C: ``with``/``finally`` blocks then stop the hub and sites and
+    delete the temporary data. Python's default for them would exit at once and leave
+    the subprocesses (in their own sessions) and the data behind."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
 def run_demo(size: str = "200MB", keep: bool = False, directory: str | None = None) -> None:
+    """Start a hub and three sites, run the analysis, print what crossed site borders.
+
+    Progress goes to stdout as it happens: each site's data written, each site up.
+    """
     started = time.monotonic()
+
+    def elapsed() -> str:
+        return f"{time.monotonic() - started:4.1f} s"
+
+    _stop_on_sigterm()
     workdir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="federation-demo-"))
     try:
-        print(f"Generating {size} per site in {workdir} ...", flush=True)
+        print(f"Starting a hub and three sites; data ({size} per site) in {workdir}", flush=True)
         with LocalFederation(workdir / "logs") as lf:
-            configs = prepare_sites(workdir, size, lf.address)
-            print(f"Hub at {lf.address}; dashboard at {lf.dashboard_url}", flush=True)
-            for config in configs.values():
+            print(f"[{elapsed()}] hub up at {lf.address}; federation page {lf.page_url}",
+                  flush=True)
+            # each site starts while the next one's data is generated
+            for site, (kind, _) in SITES.items():
+                config = prepare_site(workdir, site, size, lf.address)
+                print(f"[{elapsed()}] {site}: {kind} ready, starting the site", flush=True)
                 lf.start_site(config, wait=False)
-            for config in configs.values():
-                lf.wait_for_site(config.stem, lf.processes[config.stem])
+            for site in SITES:
+                lf.wait_for_site(site, lf.processes[site])
+                print(f"[{elapsed()}] {site}: site up", flush=True)
             with lf.connect() as fed:
                 print("\nCatalog:")
                 print(fed.catalog()[["dataset", "variables", "shape", "nbytes", "description"]]
@@ -190,15 +214,17 @@ def run_demo(size: str = "200MB", keep: bool = False, directory: str | None = No
                       "and geomar):")
                 r = fed.call("dkrz/anomaly_correlation", "awi/sst", "sst", "geomar/chl", "chl")
                 print(f"  monthly anomaly corr(sst, chl) {r.result():+.3f}")
-                print(f"\nDemo took {time.monotonic() - started:.0f} s. "
-                      f"Dashboard: {lf.dashboard_url}")
+                print(f"\nDemo took {time.monotonic() - started:.0f} s.", flush=True)
                 if keep:
-                    print(f"Federation running at {lf.address}; Ctrl-C to stop.", flush=True)
+                    print(f"Federation running at {lf.address}, federation page {lf.page_url}; "
+                          "Ctrl-C (or SIGTERM) stops it and deletes the demo data.", flush=True)
                     try:
                         while True:
                             time.sleep(3600)
                     except KeyboardInterrupt:
                         pass
+    except KeyboardInterrupt:
+        pass  # Ctrl-C during start-up: stop and clean up like at the end
     finally:
         if directory is None:
             shutil.rmtree(workdir, ignore_errors=True)

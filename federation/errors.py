@@ -14,12 +14,16 @@ class UnknownDatasetError(FederationError, LookupError):
         return str(self.args[0]) if self.args else ""
 
 
+class SiteOfflineError(UnknownDatasetError):
+    """A dataset whose site is registered but offline (no live site process)."""
+
+
 class SiteNameTaken(FederationError):
     """A site tried to register a name another live site already uses."""
 
 
-class HubUnavailable(FederationError):
-    """The hub could not be reached."""
+class HubUnavailable(FederationError, ConnectionError):
+    """The hub could not be reached (or not with this protocol or certificate)."""
 
 
 class UnknownMethodError(FederationError, LookupError):
@@ -60,3 +64,8 @@ class StrictRefusal(FederationError, PermissionError):
 class CapabilityError(FederationError, PermissionError):
     """A site-bound call (read, method call, result write) ran without a capability the
     hub signed for exactly this task and reference; nothing was read or run."""
+
+
+class RawDataMoveWarning(UserWarning):
+    """A computation moves more than ``federation.raw-move-warning`` of a site's raw bytes
+    across the site's border (see ``scheduler_plugins.moves``)."""

@@ -67,6 +67,13 @@ class LocalFederation:
             return None
         return f"http://127.0.0.1:{self.dashboard_port}/status"
 
+    @property
+    def page_url(self) -> str | None:
+        """The hub's federation page (sites, traffic, catalog), next to Dask's pages."""
+        if self.dashboard_port is None:
+            return None
+        return f"http://127.0.0.1:{self.dashboard_port}/federation"
+
     def _spawn(
         self, name: str, *args: str, wrapper: tuple[str, ...] = ()
     ) -> subprocess.Popen:

@@ -130,6 +130,16 @@ class MethodInfo:
     def signature(self) -> str:
         return str(self.python_signature())
 
+    def __repr__(self) -> str:
+        from .display import method_text
+
+        return method_text(self)
+
+    def _repr_html_(self) -> str:
+        from .display import method_html
+
+        return method_html(self)
+
     def python_signature(self) -> inspect.Signature:
         params = [
             inspect.Parameter(

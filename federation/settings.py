@@ -32,7 +32,7 @@ def reference_table() -> str:
     def walk(values: dict, props: dict, prefix: str) -> None:
         for key, value in values.items():
             name, spec = f"{prefix}.{key}", props[key]
-            if isinstance(value, dict):
+            if "properties" in spec:  # a group of keys (a dict-valued key is a leaf)
                 walk(value, spec["properties"], name)
             else:
                 shown = "null" if value is None else yaml.safe_dump(value).split("\n")[0]

@@ -21,7 +21,7 @@ import dask
 import xarray as xr
 from dask.utils import parse_bytes
 from distributed import Nanny
-from distributed.comm import get_address_host
+from distributed.comm import CommClosedError, connect, get_address_host
 from distributed.comm.addressing import unparse_host_port
 from distributed.core import rpc
 from distributed.security import Security
@@ -29,11 +29,13 @@ from distributed.security import Security
 from .catalog import DatasetInfo
 from .config import ConfigError, MethodConfig, SiteConfig
 from .describe import describe_source
+from .diagnose import tls_refusal
 from .direct import refuse_users
 from .errors import HubUnavailable
 from .labels import worker_resources
 from .methods import MethodInfo, describe_function, load_function
 from .peers import PeersPlugin
+from .quiet import QuietUserMistakes
 from .read import SiteWorkerPlugin
 from .results import scan_results
 from .sources import OptionError, source_for
@@ -150,6 +152,7 @@ class Site:
     methods: list[MethodInfo] = field(default_factory=list)
     nannies: list[Nanny] = field(default_factory=list)
     _heartbeat: asyncio.Task | None = None
+    _session: asyncio.Task | None = None
     connectivity: str = "direct"
     #: the secret the hub gave at registration; the workers check its capabilities
     capability_key: str | None = None
@@ -174,6 +177,7 @@ class Site:
         await self.register(deadline=self.timeout)
         # beat while the workers start: a slow start must not let the registration lapse
         self._heartbeat = asyncio.create_task(self._beat())
+        self._session = asyncio.create_task(self._hold_session())
         await self._start_workers()
         logger.info(
             "Site %s serving %s with %d worker(s) at hub %s",
@@ -212,6 +216,7 @@ class Site:
                             capability_key=self.capability_key, session=self.session,
                         ),
                         PeersPlugin(self.cfg.site),
+                        QuietUserMistakes(),
                     ),
                     **strict,
                 )
@@ -267,7 +272,17 @@ class Site:
                     )
                 self.capability_key = reply["capability_key"]
                 return
+            except PermissionError:
+                raise  # the hub refused (e.g. a certificate for another site): not transient
             except OSError as e:
+                refused = tls_refusal(e)
+                if refused is not None:
+                    raise HubUnavailable(
+                        f"the TLS handshake with the hub at {self.hub} failed: {refused}. "
+                        "Check --tls-ca-file (the federation's CA) and that --tls-cert is a "
+                        "site certificate from it: dask federation certs issue CA_DIR --site "
+                        f"{self.cfg.site}"
+                    ) from None
                 if give_up is not None and loop.time() > give_up:
                     raise HubUnavailable(
                         f"cannot reach the hub at {self.hub} ({e}); check 'hub:' in the "
@@ -320,10 +335,35 @@ class Site:
                 logger.warning("Heartbeat to hub %s failed: %s", self.hub, e)
                 delay = min(delay * 2, 30.0)
 
+    async def _hold_session(self) -> None:
+        """Hold one connection to the hub open while this process lives.
+
+        The hub ends the session when it closes (see ``scheduler_plugins.sessions``), so
+        a site killed with ``kill -9`` and restarted at once is not refused its own name.
+        While the hub is away or does not know the session yet, try again every beat.
+        """
+        args = self.security.get_connection_args("client") if self.security else {}
+        while not self._closing:
+            try:
+                comm = await connect(self.hub, timeout=10, **args)
+                try:
+                    await comm.write({
+                        "op": "federation_site_session", "site": self.cfg.site,
+                        "session": self.session,
+                    })
+                    if (await comm.read()).get("status") == "OK":
+                        await comm.read()  # the hub sends nothing more: returns on close
+                finally:
+                    await comm.close()
+            except (OSError, CommClosedError):
+                pass
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
     async def close(self) -> None:
         self._closing = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._session):
+            if task is not None:
+                task.cancel()
         try:
             async with self._hub(timeout=2) as hub:
                 await asyncio.wait_for(

@@ -93,4 +93,11 @@ class TrafficRecord:
         }
 
     def __repr__(self) -> str:
-        return f"<TrafficRecord total={self.total} bytes across site borders>"
+        from .display import traffic_text
+
+        return traffic_text(self)
+
+    def _repr_html_(self) -> str:
+        from .display import traffic_html
+
+        return traffic_html(self)

@@ -20,12 +20,14 @@ from .capabilities import CapabilityPlugin
 from .catalog import CatalogPlugin
 from .fairshare import FairSharePlugin
 from .members import MembersPlugin
+from .moves import MovesPlugin
 from .outage import OutagePlugin
 from .policy import PolicyPlugin
 from .refusal import Refusals
 from .relay import RelayPlugin
 from .results import ResultsPlugin
 from .routing import RoutingPlugin
+from .sessions import SessionPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
 from .trust import TrustPlugin
@@ -35,8 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminPlugin", "BoundaryPlugin", "CapabilityPlugin", "CatalogPlugin", "FairSharePlugin",
-    "FederationState", "MembersPlugin", "OutagePlugin", "PolicyPlugin",
-    "RelayPlugin", "ResultsPlugin", "RoutingPlugin",
+    "FederationState", "MembersPlugin", "MovesPlugin", "OutagePlugin", "PolicyPlugin",
+    "RelayPlugin", "ResultsPlugin", "RoutingPlugin", "SessionPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -58,8 +60,8 @@ def install(scheduler: Scheduler) -> FederationState:
     install_hub(scheduler.listeners)
     policy = PolicyPlugin(state, routing, refusals)
     for plugin in (
-        CatalogPlugin(state), routing, TrafficPlugin(state), BoundaryPlugin(state),
-        OutagePlugin(state, routing),
+        CatalogPlugin(state), SessionPlugin(state), routing, TrafficPlugin(state),
+        BoundaryPlugin(state), OutagePlugin(state, routing), MovesPlugin(state),
         # after routing: these override its placement of what they refuse or pin
         policy,
         TrustPlugin(state, refusals),

@@ -15,6 +15,7 @@ from federation.read import RESULTS
 from federation.security import identity, serial
 
 from .announce import check_announcement
+from .answers import user_errors
 from .grants import principal
 from .state import FederationState
 
@@ -86,6 +87,10 @@ class CatalogPlugin(SchedulerPlugin):
                 "federation_provenance": self.provenance,
             }
         )
+        # a user's or site's mistake is answered to them, not logged as a hub ERROR
+        for op, handler in list(scheduler.handlers.items()):
+            if getattr(handler, "__self__", None) is self:
+                scheduler.handlers[op] = user_errors(handler, op)
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         """Remember which site a new worker belongs to; turn away impostors.

@@ -294,8 +294,8 @@ class FederationPage:
                 TableColumn(field="memory", title="Memory used / limit"),
                 TableColumn(field="datasets", title="Datasets", width=220),
                 TableColumn(field="methods", title="Methods", width=220),
-                TableColumn(field="tasks_done", title="Tasks done",
-                            formatter=NumberFormatter(format="0,0")),
+                TableColumn(field="tasks_done", title="Tasks run (all, since the hub started)",
+                            width=230, formatter=NumberFormatter(format="0,0")),
             ],
         )
 
@@ -387,6 +387,18 @@ class FederationPage:
                 ("published_by", "Published by"), ("published_at", "When"))],
         )
 
+        # one row per computation (compute/persist call), newest first
+        self.computations_source = ColumnDataSource(self._empty(
+            "started", "client", "status", "tasks", "per_site", "fetched"))
+        self.computations_table = DataTable(
+            source=self.computations_source, index_position=None, height=120,
+            sizing_mode="stretch_width", name="federation-computations",
+            columns=[TableColumn(field=f, title=t, width=w) for f, t, w in (
+                ("started", "Started", 80), ("client", "Client", 220), ("status", "Status", 90),
+                ("tasks", "Tasks run / submitted", 140), ("per_site", "Tasks run per site", 260),
+                ("fetched", "Inputs fetched across site borders", 200))],
+        )
+
         def h(text: str) -> Div:
             return Div(text=f"<h3 style='margin:8px 0 0 0'>{text}</h3>")
 
@@ -394,6 +406,8 @@ class FederationPage:
             self.title,
             h("Sites"), self.sites_table,
             row(self.tasks_fig, self.progress_fig, sizing_mode="stretch_width"),
+            h("Computations (most recent first; tasks counted per computation)"),
+            self.computations_table,
             row(*heat_figs, sizing_mode="stretch_width"),
             h("Datasets"), self.datasets_table,
             h("Shared methods"), self.methods_table,
@@ -461,8 +475,26 @@ class FederationPage:
             "color": ["#1f77b4" if p["busy"] else "#9ecae1" for p in progress],
         })
 
+    def _update_computations(self) -> None:
+        moves = self.scheduler.plugins.get("federation-moves")
+        recent = list(reversed(moves.recent)) if moves is not None else []
+        rows: dict[str, list] = self._empty(
+            "started", "client", "status", "tasks", "per_site", "fetched")
+        for c in recent:
+            run = sum(c.tasks.values())
+            rows["started"].append(time.strftime("%H:%M:%S", time.localtime(c.started)))
+            rows["client"].append(c.client)
+            rows["status"].append(c.status)
+            rows["tasks"].append(f"{run:,} / {c.keys:,}")
+            rows["per_site"].append(", ".join(f"{s}: {n:,}" for s, n in sorted(c.tasks.items())))
+            rows["fetched"].append(", ".join(
+                f"from {s}: {_fmt_bytes(n)}" for s, n in sorted(c.moved.items())) or "none")
+        self._set(self.computations_source, rows)
+        self.computations_table.height = 30 + 28 * max(len(recent), 1)
+
     # slow: traffic and catalog
     def update_slow(self) -> None:
+        self._update_computations()
         history = self.plugin.history
         sites = self.plugin.site_names()
         for key, rows in (("total", history.latest()), ("minute", history.window(60)[0])):

@@ -51,6 +51,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -59,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask
+from dask.utils import parse_bytes
 from distributed import SchedulerPlugin
 from tornado import web
 
@@ -458,10 +460,22 @@ class BaseHandler(web.RequestHandler):
     def json_body(self) -> dict[str, Any]:
         if not self.request.body:
             return {}
+        limit = parse_bytes(_config("max-body-bytes"))
+        if len(self.request.body) > limit:
+            raise ApiError(
+                413, "body_too_large",
+                f"the request body has {len(self.request.body):,} bytes, more than "
+                f"federation.http.max-body-bytes ({limit:,}); pass large data as a dataset "
+                "reference ({\"dataset\": \"site/name\"}) instead",
+            )
         try:
             body = json.loads(self.request.body)
         except ValueError as e:
             raise ApiError(400, "bad_json", f"the request body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ApiError(
+                400, "bad_json", "the request body nests JSON arrays/objects too deeply"
+            ) from None
         if not isinstance(body, dict):
             raise ApiError(
                 400, "bad_arguments",
@@ -728,10 +742,15 @@ class MethodHandler(BaseHandler):
             raise api from None
         wait = self.get_query_argument("wait", "5")
         try:
-            wait_s = min(max(float(wait), 0.0), 60.0)
+            wait_s = float(wait)
+            if not 0 <= wait_s < math.inf:
+                raise ValueError
         except ValueError:
-            raise ApiError(400, "bad_request", f"wait={wait!r} is not a number of seconds") \
-                from None
+            raise ApiError(
+                400, "bad_request", f"wait={wait!r} is not a number of seconds >= 0 (at most 60 "
+                "are used)",
+            ) from None
+        wait_s = min(wait_s, 60.0)
         if "respond-async" in self.request.headers.get("Prefer", ""):
             wait_s = 0.0
         self.api.prune()
@@ -787,7 +806,7 @@ class TrafficHandler(BaseHandler):
         else:
             try:
                 seconds = float(window)
-                if seconds <= 0:
+                if not 0 < seconds < math.inf:  # also nan
                     raise ValueError
             except ValueError:
                 raise ApiError(

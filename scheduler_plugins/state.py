@@ -14,10 +14,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import dask
+from dask.utils import parse_timedelta
+
 from federation.catalog import DatasetInfo
 from federation.errors import (
     ReplicaMismatch,
     SiteNameTaken,
+    SiteOfflineError,
     UnknownDatasetError,
     UnknownMethodError,
 )
@@ -29,6 +33,10 @@ from .relay import RelayServer
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, WorkerState
+
+#: Longer names are refused before any lookup: quoting them whole would make an error
+#: message longer than distributed forwards ("Long error message")
+MAX_NAME = 256
 
 #: A site process heartbeats every few seconds; after this long without one its
 #: registration lapses and the name becomes free again.
@@ -54,6 +62,14 @@ class SiteRecord:
     def alive(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         return any(now - seen < SESSION_EXPIRY for _, seen in self.sessions.values())
+
+
+def _check_length(kind: str, name: object, error: type[Exception]) -> None:
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise error(
+            f"{kind} name of {len(name):,} characters ({name[:40]!r}...) is too long: "
+            f"names are 'site/name' of at most {MAX_NAME} characters"
+        )
 
 
 class FederationState:
@@ -177,9 +193,13 @@ class FederationState:
         return dropped
 
     def unregister(self, site: str, session: str) -> None:
+        """End a session. A site none of whose workers ever joined (it failed while
+        starting) is forgotten, rather than listed as an offline ghost."""
         record = self.sites.get(site)
         if record is not None:
             record.sessions.pop(session, None)
+            if not record.sessions and site not in self.worker_site.values():
+                del self.sites[site]
 
     # -- workers -------------------------------------------------------------------------
 
@@ -250,6 +270,7 @@ class FederationState:
         return {m.ref: m for record in self.live_sites() for m in record.methods.values()}
 
     def method(self, name: str) -> MethodInfo:
+        _check_length("method", name, UnknownMethodError)
         known = self.methods()
         if name in known:
             return known[name]
@@ -273,7 +294,12 @@ class FederationState:
         return record.results[info.name][1]
 
     def dataset(self, name: str) -> DatasetInfo:
-        """Resolve ``site/name`` (or a bare name held by exactly one site)."""
+        """Resolve ``site/name`` (or a bare name held by exactly one site).
+
+        Raises :class:`SiteOfflineError` for a dataset of a registered site that is
+        offline, :class:`UnknownDatasetError` (listing what exists) otherwise.
+        """
+        _check_length("dataset", name, UnknownDatasetError)
         known = self.datasets()
         if name in known:
             return known[name]
@@ -286,10 +312,26 @@ class FederationState:
                     f"dataset name {name!r} is held by several sites: {sorted(matches)}; "
                     "say which one as 'site/name'"
                 )
+        self._check_offline(name)
         close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         listing = ", ".join(sorted(known)) or "none — no site has registered yet"
         raise UnknownDatasetError(f"unknown dataset {name!r}.{hint} Available: {listing}")
+
+    def _check_offline(self, name: str) -> None:
+        """Raise :class:`SiteOfflineError` if ``name`` is held by an offline site."""
+        for record in self.sites.values():
+            held = {i.ref for i in record.catalog.values()}
+            held |= {i.ref for i, _ in record.results.values()}
+            if record.alive() or not (name in held or f"{record.name}/{name}" in held):
+                continue
+            timeout = dask.config.get("federation.site-outage-timeout")
+            raise SiteOfflineError(
+                f"dataset {name!r} is held by site {record.name!r}, which is offline (no site "
+                "process connected to the hub). Open it when the site is back; computations "
+                "already submitted wait for the site for up to "
+                f"federation.site-outage-timeout ({parse_timedelta(timeout):g} s)"
+            )
 
     def sites_info(self) -> dict[str, dict[str, Any]]:
         """What ``fed.sites()`` shows: one entry per registered or worker-backed site."""

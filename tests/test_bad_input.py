@@ -104,3 +104,87 @@ def test_worker_claiming_a_site_it_is_not_is_refused(local_federation, fed, reso
     finally:
         worker.kill()
         worker.wait()
+
+
+BAD_VALUES = [
+    ("memory_limit: lots", "memory_limit 'lots' is not a size: use e.g. 4GiB"),
+    ("memory_limit: -5", "memory_limit -5 is not a size"),
+    ("datasets: {x: {path: p, egress: aggregated, max_egress_bytes: -5}}",
+     r"max_egress_bytes -5 is not a positive size like 50MB \(to let nothing leave"),
+    ("datasets: {x: {path: p, egress: aggregated, max_egress_bytes: 0B}}",
+     "max_egress_bytes '0B' is not a positive size"),
+]
+
+
+@pytest.mark.parametrize("line,message", BAD_VALUES, ids=[v[0] for v in BAD_VALUES])
+def test_bad_config_values_name_the_key_and_the_fix(line, message):
+    from federation.config import ConfigError, parse_site_config
+
+    with pytest.raises(ConfigError, match=message):
+        parse_site_config(f"site: awi\n{line}\n")
+    # the legitimate versions pass
+    parse_site_config("site: awi\nmemory_limit: 4GiB\n"
+                      "datasets: {x: {path: p, egress: aggregated, max_egress_bytes: 5MB}}\n")
+
+
+def test_bad_memory_limit_stops_the_site_without_a_ghost(tmp_path, local_federation, fed):
+    (tmp_path / "ghost.yaml").write_text(
+        "site: ghost\nmemory_limit: lots\ndatasets:\n  x: {path: x.zarr}\n"
+    )
+    (tmp_path / "x.zarr").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "federation.cli", "site", str(tmp_path / "ghost.yaml"),
+         "--hub", local_federation.address], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "memory_limit 'lots' is not a size" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "ghost" not in fed.sites()
+
+
+def test_negative_chunks_name_the_dimension(fed):
+    with pytest.raises(ValueError, match="invalid chunks .* for awi/sst"):
+        fed.open_dataset("awi/sst", chunks={"time": -3})
+
+
+def _http(local_federation, method: str, path: str, data: bytes | None = None):
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{local_federation.dashboard_port}/federation/api/v1/{path}"
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers["Content-Type"], json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], json.loads(e.read())
+
+
+HTTP_CASES = [
+    ("nested JSON", "POST", "methods/awi/echo", b"[" * 100_000 + b"]" * 100_000, 400,
+     "nests JSON arrays/objects too deeply"),
+    ("window=nan", "GET", "traffic?window=nan", None, 400, "'nan' is not a positive number"),
+    ("window=inf", "GET", "traffic?window=inf", None, 400, "'inf' is not a positive number"),
+    ("wait=-1", "POST", "methods/awi/echo?wait=-1", b'{"x": 1}', 400,
+     "wait='-1' is not a number of seconds >= 0"),
+    ("wait=nan", "POST", "methods/awi/echo?wait=nan", b'{"x": 1}', 400, "wait='nan'"),
+    ("unknown path under jobs/", "GET", "jobs/abc/def", None, 404, "no API route"),
+    ("unknown job", "GET", "jobs/abc", None, 404, "no job 'abc'"),
+    ("body too large", "POST", "methods/awi/echo", b'{"x": "' + b"a" * 11_000_000 + b'"}',
+     413, "more than federation.http.max-body-bytes"),
+]
+
+
+@pytest.mark.parametrize(
+    "case,method,path,data,status,message", HTTP_CASES, ids=[c[0] for c in HTTP_CASES]
+)
+def test_bad_http_input_is_a_json_error(local_federation, case, method, path, data, status,
+                                        message):
+    got, content_type, body = _http(local_federation, method, path, data)
+    assert (got, content_type.split(";")[0]) == (status, "application/json"), body
+    assert message in body["error"]["message"]
+    # the legitimate version works
+    assert _http(local_federation, "POST", "methods/awi/echo?wait=10", b'{"x": 1}')[2][
+        "result"] == 1

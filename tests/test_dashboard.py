@@ -272,7 +272,8 @@ def test_dashboard_in_chromium(local_federation, fed, tmp_path):
     async def steps(browser: Chromium) -> None:
         await browser.navigate(url)
         checks = ["Federation hub", "awi/sst", "geomar/chl", "dkrz/t2m", "connected",
-                  "Tasks done", "Shared methods", "Published results"]
+                  "Tasks run (all, since the hub started)", "Computations (most recent first",
+                  "Tasks run per site", "Shared methods", "Published results"]
         await browser.wait_for(
             f"(() => {{ const t = {DEEP_TEXT}; return {json.dumps(checks)}.every(c => "
             "t.includes(c)); })()",

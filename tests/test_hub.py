@@ -47,7 +47,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     for text in ("corr(sst, chl)", "Tasks run per site: awi:", "Bytes across site borders",
-                 "a download-everything approach moves", "Dashboard: http://",
+                 "a download-everything approach moves", "federation page http://",
                  "monthly anomaly corr(sst, chl)"):
         assert text in out, out
     assert float(out.split("corr(sst, chl)")[1].split()[0]) < -0.5

@@ -1,6 +1,7 @@
 // dask-federation JavaScript client: a dependency-free ES module for browsers and Node >= 18.
 //
-//   import { Federation } from "http://hub:8787/federation/client.js";
+//   import { Federation } from "dask-federation-client";    // Node, bundlers: npm install federation/js
+//   import { Federation } from "http://hub:8787/federation/client.js";   // browsers: the hub serves it
 //   const fed = new Federation("http://hub:8787", { token });
 //   await fed.sites(); await fed.catalog(); await fed.dataset("awi/sst");
 //   await fed.methods(); await fed.traffic();

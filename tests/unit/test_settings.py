@@ -17,7 +17,7 @@ def _leaves(tree: dict, prefix: str = "") -> list[str]:
     out = []
     for key, value in tree.items():
         name = f"{prefix}.{key}" if prefix else key
-        out.extend(_leaves(value, name) if isinstance(value, dict) else [name])
+        out.extend(_leaves(value, name) if isinstance(value, dict) and value else [name])
     return out
 
 
