@@ -129,9 +129,51 @@ def site(
         asyncio.run(
             run_site(
                 cfg, address, join=join, timeout=timeout, config_dir=config_dir,
-                security=security,
+                security=security, config_file=config,
             )
         )
+    except (ConfigError, FederationError, PermissionError, FileNotFoundError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@main.command("site-worker")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("hub_address")
+@click.option("--name", required=True, help="Worker name (with --nworkers: NAME-0, NAME-1, ...)")
+@click.option("--nthreads", type=int, default=None, help="Threads per worker")
+@click.option("--memory-limit", default=None, help="Memory per worker, e.g. 4GiB")
+@click.option("--nworkers", type=int, default=1, show_default=True, help="Worker processes")
+@click.option("--death-timeout", type=float, default=60, show_default=True,
+              help="Seconds to wait for the hub before giving up")
+@click.option("--local-directory", default=None, help="Scratch/spill directory")
+@click.option("--interface", default=None, help="Network interface to listen on, e.g. ib0")
+@click.option("--relay", default=None,
+              help="Outbound-only sites: the hub's relay HOST:PORT (token in "
+              "$FEDERATION_RELAY_TOKEN)")
+@click.option("--listen-host", default=None,
+              help="Outbound-only sites: address peers of the site reach these workers at "
+              "(default: this node's address)")
+@tls_options
+def site_worker(
+    config: str, hub_address: str, name: str, nthreads: int | None, memory_limit: str | None,
+    nworkers: int, death_timeout: float, local_directory: str | None, interface: str | None,
+    relay: str | None, listen_host: str | None,
+    tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+) -> None:
+    """Run workers of the site CONFIG in a batch job (what ``cluster:`` sites submit)."""
+    from .serve import run_site_worker
+
+    _setup_logging()
+    try:
+        cfg = load_site_config(config)
+        asyncio.run(run_site_worker(
+            cfg, hub_address, name=name, nworkers=nworkers, nthreads=nthreads,
+            memory_limit=memory_limit, death_timeout=death_timeout,
+            local_directory=local_directory, interface=interface, relay=relay,
+            listen_host=listen_host, config_dir=os.path.dirname(os.path.abspath(config)),
+            security=_security(tls_ca_file, tls_cert, tls_key),
+        ))
     except (ConfigError, FederationError, PermissionError, FileNotFoundError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -18,6 +18,7 @@ from .policy import PolicyPlugin
 from .refusal import Refusals
 from .relay import RelayPlugin
 from .routing import RoutingPlugin
+from .scaling import ScalingPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
 from .trust import TrustPlugin
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BoundaryPlugin", "CatalogPlugin", "FederationState", "OutagePlugin", "PolicyPlugin",
-    "RelayPlugin", "RoutingPlugin",
+    "RelayPlugin", "RoutingPlugin", "ScalingPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -48,7 +49,7 @@ def install(scheduler: Scheduler) -> FederationState:
         OutagePlugin(state, routing),
         # after routing: these override its placement of what they refuse or pin
         PolicyPlugin(state, routing, refusals),
-        TrustPlugin(state, refusals), RelayPlugin(state),
+        TrustPlugin(state, refusals), RelayPlugin(state), ScalingPlugin(state, routing),
         DashboardPlugin(state), HttpApiPlugin(state),
     ):
         scheduler.add_plugin(plugin)

@@ -49,6 +49,9 @@ class SiteRecord:
     registered: float = field(default_factory=time.time)
     #: "direct", or "outbound-only" (reached through the relay)
     connectivity: str = "direct"
+    #: workers as batch jobs: requested/pending/running/failed, as the site last reported
+    #: (``None``: the site starts its workers itself)
+    jobs: dict[str, Any] | None = None
 
     def alive(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -141,12 +144,20 @@ class FederationState:
                 "fix the file or remove replica_of"
             )
 
-    def heartbeat(self, site: str, session: str) -> bool:
+    def heartbeat(self, site: str, session: str, jobs: dict[str, Any] | None = None) -> bool:
         record = self.sites.get(site)
         if record is None or session not in record.sessions:
             return False
         record.sessions[session] = (record.sessions[session][0], time.monotonic())
+        record.jobs = jobs
         return True
+
+    def starting_workers(self, site: str) -> bool:
+        """Whether a live site has asked its batch system for workers not yet running
+        (tasks waiting for it then wait for the queue, not for an outage)."""
+        record = self.sites.get(site)
+        return bool(record and record.alive() and record.jobs and record.jobs["pending"]
+                    and not record.jobs.get("halted"))
 
     def unregister(self, site: str, session: str) -> None:
         record = self.sites.get(site)
@@ -271,5 +282,6 @@ class FederationState:
                 "relayed_bytes": sum(
                     n for (a, b), n in self.relay.carried.items() if name in (a, b)
                 ),
+                "jobs": record.jobs if record else None,
             }
         return out
