@@ -182,8 +182,8 @@ class SiteJobs:
 
     # -- set-up --------------------------------------------------------------------------
 
-    def cluster_options(self) -> dict[str, Any]:
-        """Keyword arguments of the dask-jobqueue cluster."""
+    def job_options(self) -> dict[str, Any]:
+        """Keyword arguments of dask-jobqueue's job (and cluster) class."""
         c, cfg = self.cfg.cluster, self.cfg
         extra = ["--nworkers", str(c.processes), "--death-timeout", "60"]
         if self.security is not None and self.security.tls_ca_file:
@@ -207,22 +207,31 @@ class SiteJobs:
             "local_directory": cfg.local_directory, "job_name": f"fed-{cfg.site}",
             "worker_command": f"federation.cli site-worker {shlex.quote(self.config_file)}",
             "worker_extra_args": extra,
-            "scheduler_cls": HubScheduler, "scheduler_options": {"address": self.hub},
-            "name": self.name, "asynchronous": True,
         }
         if c.python:
             options["python"] = c.python
         return options
 
-    def make_cluster(self) -> Any:
-        """The dask-jobqueue cluster; a bad option stops the site naming ``cluster:``."""
+    def _cluster_class(self) -> Any:
         import dask_jobqueue
 
-        cls = getattr(dask_jobqueue, CLUSTER_CLASSES[self.cfg.cluster.type])
+        return getattr(dask_jobqueue, CLUSTER_CLASSES[self.cfg.cluster.type])
+
+    def job_script(self) -> str:
+        """The script of one job (as submitted, but for the worker name)."""
+        job_cls = self._cluster_class().job_cls
         try:
-            cluster = cls(**self.cluster_options())
+            job = job_cls(scheduler=self.hub, name=f"{self.name}-0", **self.job_options())
         except (ValueError, TypeError) as e:
             raise ConfigError(f"cluster: dask-jobqueue refused the options: {e}") from None
+        return job.job_script()
+
+    def make_cluster(self) -> Any:
+        """The dask-jobqueue cluster, with the hub as its scheduler (in a running loop)."""
+        cluster = self._cluster_class()(
+            **self.job_options(), scheduler_cls=HubScheduler,
+            scheduler_options={"address": self.hub}, name=self.name, asynchronous=True,
+        )
         # the hub is not the site's to stop; the site's certificate opens its connection
         cluster.shutdown_scheduler = False
         if self.security is not None:
@@ -232,8 +241,8 @@ class SiteJobs:
     async def start(self) -> None:
         """Connect the cluster to the hub, check a job with the batch system, start the
         fixed workers or the adaptive loop, and watch the jobs."""
-        self.cluster = self.make_cluster()
         await self.check_submission()
+        self.cluster = self.make_cluster()
         await self.cluster
         if self.cfg.adapt is not None:
             a = self.cfg.adapt
@@ -248,11 +257,9 @@ class SiteJobs:
     async def check_submission(self) -> None:
         """Let the batch system judge one job before any runs (SLURM: ``sbatch
         --test-only``); a rejection stops the site naming the key to fix."""
+        script = self.job_script()
         if self.cfg.cluster.type != "slurm":
             return
-        script = self.cluster.job_script().replace(
-            "tcp://<insert-scheduler-address-here>:8786", self.hub
-        )
         proc = await asyncio.create_subprocess_exec(
             "sbatch", "--test-only", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
