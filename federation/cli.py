@@ -102,10 +102,15 @@ def hub(
     help="Outbound-only sites: address workers listen on for same-site peers (overrides "
     "'listen_host:')",
 )
+@click.option(
+    "--operator-api", "operator_port", type=int, default=8787, show_default=True,
+    help="cluster: kubernetes: port of the API the dask-kubernetes operator scales by",
+)
 @tls_options
 def site(
     config: str, hub_address: str | None, workers: int | None, join: bool, timeout: float,
-    listen_host: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+    listen_host: str | None, operator_port: int,
+    tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
 ) -> None:
     """Run a site: register CONFIG's datasets with the hub and start its workers."""
     from .serve import run_site
@@ -129,7 +134,7 @@ def site(
         asyncio.run(
             run_site(
                 cfg, address, join=join, timeout=timeout, config_dir=config_dir,
-                security=security, config_file=config,
+                security=security, config_file=config, operator_port=operator_port,
             )
         )
     except (ConfigError, FederationError, PermissionError, FileNotFoundError) as e:
@@ -177,6 +182,33 @@ def site_worker(
     except (ConfigError, FederationError, PermissionError, FileNotFoundError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+@main.command("kubernetes-spec")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--hub", "hub_address", default=None, help="Hub address; overrides 'hub:' in CONFIG")
+@click.option("--config-path", default="/etc/federation/site.yaml", show_default=True,
+              help="Where the pods find CONFIG (mount it there)")
+def kubernetes_spec(config: str, hub_address: str | None, config_path: str) -> None:
+    """Print the dask-kubernetes operator manifests (DaskCluster, DaskAutoscaler) of the
+    site CONFIG (cluster: {type: kubernetes})."""
+    import yaml
+
+    from .kubernetes import operator_manifests
+
+    try:
+        cfg = load_site_config(config)
+        if cfg.cluster.type != "kubernetes":
+            raise ConfigError(f"{config}: cluster.type is {cfg.cluster.type!r}; the operator "
+                              "manifests are for 'cluster: {type: kubernetes, image: ...}'")
+        address = hub_address or cfg.hub
+        if not address:
+            raise ConfigError(f"{config}: no hub address; add 'hub: tcp://HOST:8786' or pass --hub")
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    manifests = operator_manifests(cfg, address, config_path=config_path)
+    click.echo(yaml.safe_dump_all(manifests, sort_keys=False))
 
 
 @main.command()

@@ -59,11 +59,12 @@ async def run_site(
     config_dir: str | None = None,
     security: Security | None = None,
     config_file: str | None = None,
+    operator_port: int = 8787,
 ) -> None:
     """A site (registration + workers), until SIGINT/SIGTERM."""
     site = Site(
         cfg, hub=hub, join=join, timeout=timeout, config_dir=config_dir, security=security,
-        config_file=config_file,
+        config_file=config_file, operator_port=operator_port,
     )
     try:
         await site.start()

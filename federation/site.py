@@ -38,6 +38,7 @@ from .strict import StrictNanny, StrictPolicy
 
 if TYPE_CHECKING:
     from .jobs import SiteJobs
+    from .kubernetes import OperatorAPI
 
 logger = logging.getLogger("federation.site")
 
@@ -200,8 +201,11 @@ class Site:
     nannies: list[Nanny] = field(default_factory=list)
     #: the config file, which batch jobs read too (``dask federation site-worker``)
     config_file: str | None = None
-    #: workers started as batch jobs (``cluster:`` other than local)
+    #: workers started as batch jobs (``cluster:`` slurm, pbs, lsf, sge)
     jobs: SiteJobs | None = None
+    #: with ``cluster: kubernetes``: the API the dask-kubernetes operator scales by
+    operator: OperatorAPI | None = None
+    operator_port: int = 8787
     _heartbeat: asyncio.Task | None = None
     connectivity: str = "direct"
     _closing: bool = False
@@ -225,11 +229,21 @@ class Site:
         logger.info(
             "Site %s serving %s with %s at hub %s",
             self.cfg.site, [d.name for d in self.catalog],
-            self.jobs.describe() if self.jobs is not None else f"{len(self.nannies)} worker(s)",
+            self.jobs.describe() if self.jobs is not None
+            else "workers from the dask-kubernetes operator" if self.operator is not None
+            else f"{len(self.nannies)} worker(s)",
             self.hub,
         )
 
     async def _start_workers(self) -> None:
+        if self.cfg.cluster.type == "kubernetes":
+            # the dask-kubernetes operator starts the workers; it asks this process how many
+            if self.operator is None:
+                from .kubernetes import OperatorAPI
+
+                self.operator = OperatorAPI(self.cfg, self._hub)
+                self.operator.start(self.operator_port)
+            return
         if self.cfg.cluster.type != "local":
             from .jobs import SiteJobs  # dask-jobqueue, only for batch sites
 
@@ -250,7 +264,10 @@ class Site:
         """Serve until closed. Workers close when the hub goes away; then the site
         announces itself again (retrying with backoff) and starts new workers."""
         while not self._closing:
-            if self.jobs is not None:
+            if self.operator is not None:
+                # workers are the operator's pods; they reconnect by restarting
+                await asyncio.Event().wait()
+            elif self.jobs is not None:
                 await self.jobs.finished()
             else:
                 await asyncio.gather(*(n.finished() for n in self.nannies))
@@ -333,6 +350,13 @@ class Site:
             "federation.relay.listen-host": self.cfg.listen_host or "127.0.0.1",
         }
 
+    def _workers_status(self) -> dict | None:
+        """Requested/pending/running workers of a batch or Kubernetes site."""
+        for source in (self.jobs, self.operator):
+            if source is not None:
+                return source.status()
+        return None
+
     async def _beat(self) -> None:
         delay = HEARTBEAT_INTERVAL
         while True:
@@ -341,7 +365,7 @@ class Site:
                 async with self._hub() as hub:
                     reply = await hub.federation_heartbeat(
                         site=self.cfg.site, session=self.session,
-                        jobs=self.jobs.status() if self.jobs is not None else None,
+                        jobs=self._workers_status(),
                     )
                 if reply["status"] == "unknown":
                     logger.warning("Hub forgot site %s; announcing again", self.cfg.site)
@@ -364,4 +388,6 @@ class Site:
             pass
         if self.jobs is not None:
             await self.jobs.close()
+        if self.operator is not None:
+            self.operator.stop()
         await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)

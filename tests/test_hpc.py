@@ -140,7 +140,7 @@ async def test_retiring_moves_data_within_the_site_only(c, s, a0, a1, b0):
     assert state.sites_info()["b"]["jobs"] is None
 
 
-# -- a one-node SLURM --------------------------------------------------------------------
+# -- real processes: a hub, a local site, SLURM jobs, operator pods ---------------------
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def slurm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hpc_federation(slurm, tmp_path_factory):
+def hpc_federation(tmp_path_factory):
     """A hub with a local site ``geomar`` (1 worker) for the batch sites to join."""
     root = tmp_path_factory.mktemp("hpc")
     geomar = make_site(root, "geomar", "chl", "chl.zarr")
@@ -260,3 +260,57 @@ def test_rejected_and_failing_jobs_are_reported(hpc_federation, slurm):
         time.sleep(3)
         assert fed.sites()["broken"]["jobs"]["failed"] == 3  # not retried forever
     lf.stop("broken")
+
+
+def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path):
+    """What the dask-kubernetes operator asks a kubernetes site (the DaskCluster's
+    scheduler pod): the pods its demand needs, and to retire pods through the hub. The
+    operator's worker pods are played by 'dask federation site-worker' processes."""
+    import json
+    import sys
+    import urllib.request
+
+    from federation.local import free_port
+
+    lf = hpc_federation
+    port = free_port()
+    config = make_site(lf.root, "kube", "sst", "sst.zarr", nthreads=1, adapt={
+        "minimum": 0, "maximum": 2}, cluster={"type": "kubernetes", "image": "x", "cores": 1,
+                                              "memory": "1GiB"})
+    lf.start_site(config, "--operator-api", str(port))
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def target() -> int:
+        with urllib.request.urlopen(f"{api}/adaptive_target", timeout=10) as r:
+            return json.load(r)["workers"]
+
+    assert target() == 0  # idle: no pods
+    with lf.connect() as fed:
+        future = fed.client.compute(fed.open_dataset("kube/sst").sst.mean(["lat", "lon"]))
+        assert wait_for(lambda: target() == 2, 30, "demand for two pods")
+        pod = subprocess.Popen(
+            [sys.executable, "-m", "federation.cli", "site-worker", str(config), lf.address,
+             "--name", "fed-kube-default-worker-1a2b", "--nthreads", "1",
+             "--memory-limit", "1GiB"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            result = future.result(timeout=120)
+            xr.testing.assert_allclose(result, _reference(lf.root / "kube" / "sst.zarr"))
+            assert fed.sites()["kube"]["workers"] == ["fed-kube-default-worker-1a2b"]
+            del future, result
+            assert wait_for(lambda: target() == 0, 30, "no demand when idle")
+            request = urllib.request.Request(f"{api}/retire_workers", method="POST",
+                                             data=json.dumps({"n": 1}).encode())
+            with urllib.request.urlopen(request, timeout=30) as r:
+                retired = json.load(r)
+            assert retired == {"fed-kube-default-worker-1a2b":
+                               {"name": "fed-kube-default-worker-1a2b"}}
+            wait_for(lambda: fed.sites()["kube"]["workers"] == [], 30, "the pod's worker gone")
+            assert pod.wait(30) is not None  # the process ends with its worker
+            status = wait_for(lambda: fed.sites()["kube"]["jobs"], 10, "reported workers")
+            assert status["type"] == "kubernetes" and status["maximum"] == 2
+        finally:
+            if pod.poll() is None:
+                pod.kill()
+    lf.stop("kube")
