@@ -279,6 +279,10 @@ class SiteJobs:
         if self.halted:
             n = min(n, len(self.running_workers()))
         self.cluster.scale(n)
+        await self._submit()
+
+    async def _submit(self) -> None:
+        """Submit the jobs of the plan that have none (new, or their job ended)."""
         try:
             await self.cluster
         except Exception as e:  # sbatch/qsub refused a job
@@ -371,8 +375,10 @@ class SiteJobs:
         fixed = self.adaptive is None and not self.halted
         if fixed and len(self.cluster.plan) < self.cfg.workers:
             await self.scale(self.cfg.workers)  # failed starts left the plan short
-        elif lost:
-            await self.cluster  # the plan still holds the ended jobs: submit them again
+        elif lost or set(self.cluster.worker_spec) - set(self.cluster.workers):
+            # the plan holds jobs that ended (seen here, or closed by dask-jobqueue when
+            # their workers left the hub): submit them again
+            await self._submit()
 
     def _failed_start(self, job_id: str | None, why: str) -> None:
         self.failed += 1
