@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 import shlex
+import shutil
 import subprocess
 import time
 from contextlib import suppress
@@ -116,9 +117,13 @@ class SiteAdaptive(Adaptive):
     async def scale_down(self, workers: list[str]) -> None:
         if not workers:
             return
-        retired = await self.jobs.retire(workers)
-        if retired:
-            await self.cluster.scale_down(retired)
+        connected = self.jobs.running_workers()
+        # queued jobs hold no data: cancel them; running ones retire through the hub
+        queued = [w for w in workers if w not in connected]
+        running = [w for w in workers if w in connected]
+        retired = await self.jobs.retire(running) if running else []
+        if queued or retired:
+            await self.cluster.scale_down(queued + retired)
 
     async def scale_up(self, n: int) -> None:
         await self.jobs.scale(n)
@@ -185,7 +190,7 @@ class SiteJobs:
     def job_options(self) -> dict[str, Any]:
         """Keyword arguments of dask-jobqueue's job (and cluster) class."""
         c, cfg = self.cfg.cluster, self.cfg
-        extra = ["--nworkers", str(c.processes), "--death-timeout", "60"]
+        extra = ["--nworkers", str(c.processes)]
         if self.security is not None and self.security.tls_ca_file:
             extra += ["--tls-ca-file", self.security.tls_ca_file,
                       "--tls-cert", self.security.tls_worker_cert,
@@ -205,6 +210,8 @@ class SiteJobs:
             "job_extra_directives": list(c.job_extra), "job_script_prologue": prologue,
             "interface": c.interface, "log_directory": c.log_directory,
             "local_directory": cfg.local_directory, "job_name": f"fed-{cfg.site}",
+            # workers whose hub is gone for a minute stop, and their job ends
+            "death_timeout": 60,
             "worker_command": f"federation.cli site-worker {shlex.quote(self.config_file)}",
             "worker_extra_args": extra,
         }
@@ -241,6 +248,13 @@ class SiteJobs:
     async def start(self) -> None:
         """Connect the cluster to the hub, check a job with the batch system, start the
         fixed workers or the adaptive loop, and watch the jobs."""
+        submit = self._cluster_class().job_cls.submit_command.split()[0]
+        if shutil.which(submit) is None:
+            raise ConfigError(
+                f"cluster.type: {self.cfg.cluster.type} jobs are submitted with {submit!r}, "
+                "which is not on this machine's PATH; run the site where jobs can be "
+                "submitted (a login node), or fix cluster.type"
+            )
         await self.check_submission()
         self.cluster = self.make_cluster()
         await self.cluster
@@ -309,17 +323,18 @@ class SiteJobs:
     async def retire(self, workers: list[str]) -> list[str]:
         """Retire whole jobs holding ``workers`` through the hub (data stays in the
         site); returns the names of the workers retired."""
-        jobs = {_job_of(w, self.cfg.cluster.processes) for w in workers}
-        names = [w for w in self.cluster.plan if _job_of(w, self.cfg.cluster.processes) in jobs]
+        processes = self.cfg.cluster.processes
+        jobs = {_job_of(w, processes) for w in workers}
+        names = [w for w in self.running_workers() if _job_of(w, processes) in jobs]
         retired = await self.cluster.scheduler_comm.federation_retire_site_workers(
             site=self.cfg.site, names=names
         )
-        kept = {_job_of(w, self.cfg.cluster.processes) for w in set(names) - set(retired)}
+        kept = {_job_of(w, processes) for w in set(names) - set(retired)}
         if kept:
             logger.info("Site %s keeps job(s) %s: their data has no other worker of the "
                         "site to move to", self.cfg.site, sorted(kept))
         # a job ends only when all of its workers retired
-        return [w for w in retired if _job_of(w, self.cfg.cluster.processes) not in kept]
+        return [w for w in retired if _job_of(w, processes) not in kept]
 
     # -- watching the jobs ---------------------------------------------------------------
 

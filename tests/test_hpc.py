@@ -7,11 +7,14 @@ cannot start; CI installs them (.ci/run).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
+import dask
 import pytest
 import xarray as xr
 from distributed.utils_test import gen_cluster
@@ -20,6 +23,7 @@ from federation.config import ConfigError, parse_site_config
 from federation.labels import worker_resources
 from federation.local import LocalFederation
 from scheduler_plugins import install
+from scheduler_plugins.dashboard import _jobs
 
 from .conftest import make_site
 from .slurm import OneNodeSlurm, SlurmUnavailable
@@ -29,6 +33,8 @@ SLURM_SITE = {"type": "slurm", "cores": 1, "memory": "1GiB", "walltime": "00:10:
 
 
 def wait_for(condition, timeout: float = 60, what: str = "condition"):
+    """Poll until `condition()` is truthy (returns it); timeouts are generous upper bounds
+    because job start-up is slow on a loaded machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := condition():
@@ -140,6 +146,31 @@ async def test_retiring_moves_data_within_the_site_only(c, s, a0, a1, b0):
     assert state.sites_info()["b"]["jobs"] is None
 
 
+@gen_cluster(client=True, nthreads=[])
+async def test_tasks_waiting_for_queued_jobs_are_not_an_outage(c, s):
+    """A site with no workers but jobs pending in its batch queue is coming, not down:
+    its tasks wait past the outage timeout; once nothing is pending, they fail."""
+    state = install(s)
+    outage = s.plugins["federation-outage"]
+    outage.timeout = 0.2
+    state.register("x", "session", "tcp://site", [])
+    jobs = {"type": "slurm", "requested": 1, "pending": 1, "running": 0, "halted": False}
+    state.heartbeat("x", "session", jobs)
+    future = c.submit(sum, [1, 2], resources={"site:x": 1}, key="waits-for-x")
+    await asyncio.sleep(0.1)
+    for _ in range(3):
+        outage.check()
+        await asyncio.sleep(0.15)
+    assert s.tasks["waits-for-x"].state == "no-worker"
+
+    state.heartbeat("x", "session", {**jobs, "pending": 0, "requested": 0})
+    for _ in range(3):
+        outage.check()
+        await asyncio.sleep(0.15)
+    with pytest.raises(Exception, match="site 'x' has been unavailable"):
+        await future
+
+
 # -- real processes: a hub, a local site, SLURM jobs, operator pods ---------------------
 
 
@@ -170,7 +201,9 @@ def hpc_federation(tmp_path_factory):
 
 
 def _reference(path: Path) -> xr.DataArray:
-    return xr.open_zarr(path, consolidated=False).sst.mean(["lat", "lon"]).compute()
+    """Plain xarray on the file, in this process (not on the federation's workers)."""
+    with dask.config.set(scheduler="sync"):
+        return xr.open_zarr(path, consolidated=False).sst.mean(["lat", "lon"]).compute()
 
 
 def test_adaptive_slurm_site_follows_demand(hpc_federation, slurm):
@@ -194,6 +227,12 @@ def test_adaptive_slurm_site_follows_demand(hpc_federation, slurm):
         assert fed.sites()["awi"]["tasks_done"] >= 8  # one read per chunk, at awi
         status = wait_for(lambda: fed.sites()["awi"]["jobs"], 10, "job status")
         assert status["requested"] >= 1 and status["failed"] == 0
+        # the same in the HTTP API and the dashboard's sites table
+        url = f"http://127.0.0.1:{lf.dashboard_port}/federation/api/v1/sites"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            (api,) = [s for s in json.load(r)["sites"] if s["name"] == "awi"]
+        assert api["jobs"]["type"] == "slurm" and api["jobs"]["maximum"] == 2
+        assert _jobs(status).startswith(f"slurm: {status['running']} running, ")
 
         del future, result
         wait_for(lambda: not slurm.jobs("fed-awi"), 60, "the jobs to end")
@@ -266,9 +305,7 @@ def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path):
     """What the dask-kubernetes operator asks a kubernetes site (the DaskCluster's
     scheduler pod): the pods its demand needs, and to retire pods through the hub. The
     operator's worker pods are played by 'dask federation site-worker' processes."""
-    import json
     import sys
-    import urllib.request
 
     from federation.local import free_port
 
@@ -314,3 +351,37 @@ def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path):
             if pod.poll() is None:
                 pod.kill()
     lf.stop("kube")
+
+
+def test_tls_strict_outbound_only_slurm_site(slurm, tmp_path):
+    """Job workers carry the site's certificate, strict mode and relay: a mutual-TLS hub
+    accepts them as awi's, they listen on relay:// (nothing inbound), compute, and refuse
+    code sent by value."""
+    from federation import StrictRefusal
+    from federation.security import init_ca, issue, security
+
+    pki = tmp_path / "pki"
+    init_ca(pki)
+    for role, name in (("hub", "hub"), ("site", "awi"), ("user", "alice")):
+        issue(pki, role, name)
+
+    def creds(name: str) -> tuple[str, str, str]:
+        return str(pki / "ca.pem"), str(pki / f"{name}.pem"), str(pki / f"{name}-key.pem")
+
+    ca, cert, key = creds("site-awi")
+    config = make_site(tmp_path, "awi", "sst", "sst.zarr", nthreads=1, strict=True,
+                       connectivity="outbound-only", tls={"ca_file": ca, "cert": cert,
+                                                          "key": key}, cluster=SLURM_SITE)
+    with LocalFederation(tmp_path / "logs", dashboard=False, tls=creds("hub-hub")) as lf:
+        lf.start_site(config)
+        with lf.connect(security=security(*creds("user-alice"))) as fed:
+            (worker,) = wait_for(lambda: fed.sites()["awi"]["workers"], 180, "the job's worker")
+            info = fed.client.scheduler_info(n_workers=-1)["workers"]
+            assert [a for a, w in info.items() if w["name"] == worker][0].startswith("relay://")
+            sst = fed.open_dataset("awi/sst").sst
+            result = sst.mean(["lat", "lon"]).compute()
+            xr.testing.assert_allclose(result, _reference(tmp_path / "awi" / "sst.zarr"))
+            assert fed.sites()["awi"]["relayed_bytes"] > 0
+            with pytest.raises(StrictRefusal, match="strict site 'awi' refuses"):
+                sst.map_blocks(lambda block: block + 1).sum().compute()
+            assert fed.sites()["awi"]["workers"] == [worker]  # refused, still serving
