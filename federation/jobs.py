@@ -365,6 +365,8 @@ class SiteJobs:
                 self.joined.add(job)
                 self.failed_in_a_row = 0
         ids = {job.job_id: name for name, job in self.cluster.workers.items() if job.job_id}
+        for name in ids.values():  # also jobs the adaptive loop submitted
+            self.submitted.setdefault(name, now)
         self.queue = await queue_states(self.cfg.cluster.type, list(ids))
         if self.queue is None:
             self.queue = {}
