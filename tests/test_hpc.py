@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import dask
+import numpy as np
 import pytest
 import xarray as xr
 from distributed.utils_test import gen_cluster
@@ -382,6 +383,7 @@ def test_tls_strict_outbound_only_slurm_site(slurm, tmp_path):
             result = sst.mean(["lat", "lon"]).compute()
             xr.testing.assert_allclose(result, _reference(tmp_path / "awi" / "sst.zarr"))
             assert fed.sites()["awi"]["relayed_bytes"] > 0
+            mapped = sst.data.map_blocks(lambda block: block + 1, meta=np.array((), "f4"))
             with pytest.raises(StrictRefusal, match="strict site 'awi' refuses"):
-                sst.map_blocks(lambda block: block + 1).sum().compute()
+                fed.client.compute(mapped.sum()).result(timeout=120)
             assert fed.sites()["awi"]["workers"] == [worker]  # refused, still serving
