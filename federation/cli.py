@@ -111,10 +111,15 @@ def hub(
     help="Outbound-only sites: address workers listen on for same-site peers (overrides "
     "'listen_host:')",
 )
+@click.option(
+    "--operator-api", "operator_port", type=int, default=8787, show_default=True,
+    help="cluster: kubernetes: port of the API the dask-kubernetes operator scales by",
+)
 @tls_options
 def site(
     config: str, hub_address: str | None, workers: int | None, join: bool, timeout: float,
-    listen_host: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+    listen_host: str | None, operator_port: int,
+    tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
 ) -> None:
     """Run a site: register CONFIG's datasets with the hub and start its workers."""
     from .serve import run_site
@@ -138,12 +143,81 @@ def site(
         asyncio.run(
             run_site(
                 cfg, address, join=join, timeout=timeout, config_dir=config_dir,
-                security=security,
+                security=security, config_file=config, operator_port=operator_port,
             )
         )
     except (ConfigError, FederationError, PermissionError, FileNotFoundError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+@main.command("site-worker")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("hub_address")
+@click.option("--name", required=True, help="Worker name (with --nworkers: NAME-0, NAME-1, ...)")
+@click.option("--nthreads", type=int, default=None, help="Threads per worker")
+@click.option("--memory-limit", default=None, help="Memory per worker, e.g. 4GiB")
+@click.option("--nworkers", type=int, default=1, show_default=True, help="Worker processes")
+@click.option("--death-timeout", type=float, default=60, show_default=True,
+              help="Seconds to wait for the hub before giving up")
+@click.option("--local-directory", default=None, help="Scratch/spill directory")
+@click.option("--interface", default=None, help="Network interface to listen on, e.g. ib0")
+@click.option("--relay", default=None,
+              help="Outbound-only sites: the hub's relay HOST:PORT (token in "
+              "$FEDERATION_RELAY_TOKEN)")
+@click.option("--listen-host", default=None,
+              help="Outbound-only sites: address peers of the site reach these workers at "
+              "(default: this node's address)")
+@tls_options
+def site_worker(
+    config: str, hub_address: str, name: str, nthreads: int | None, memory_limit: str | None,
+    nworkers: int, death_timeout: float, local_directory: str | None, interface: str | None,
+    relay: str | None, listen_host: str | None,
+    tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
+) -> None:
+    """Run workers of the site CONFIG in a batch job (what ``cluster:`` sites submit)."""
+    from .serve import run_site_worker
+
+    _setup_logging()
+    try:
+        cfg = load_site_config(config)
+        asyncio.run(run_site_worker(
+            cfg, hub_address, name=name, nworkers=nworkers, nthreads=nthreads,
+            memory_limit=memory_limit, death_timeout=death_timeout,
+            local_directory=local_directory, interface=interface, relay=relay,
+            listen_host=listen_host, config_dir=os.path.dirname(os.path.abspath(config)),
+            security=_security(tls_ca_file, tls_cert, tls_key),
+        ))
+    except (ConfigError, FederationError, PermissionError, FileNotFoundError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@main.command("kubernetes-spec")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--hub", "hub_address", default=None, help="Hub address; overrides 'hub:' in CONFIG")
+@click.option("--config-path", default="/etc/federation/site.yaml", show_default=True,
+              help="Where the pods find CONFIG (mount it there)")
+def kubernetes_spec(config: str, hub_address: str | None, config_path: str) -> None:
+    """Print the dask-kubernetes operator manifests (DaskCluster, DaskAutoscaler) of the
+    site CONFIG (cluster: {type: kubernetes})."""
+    import yaml
+
+    from .kubernetes import operator_manifests
+
+    try:
+        cfg = load_site_config(config)
+        if cfg.cluster.type != "kubernetes":
+            raise ConfigError(f"{config}: cluster.type is {cfg.cluster.type!r}; the operator "
+                              "manifests are for 'cluster: {type: kubernetes, image: ...}'")
+        address = hub_address or cfg.hub
+        if not address:
+            raise ConfigError(f"{config}: no hub address; add 'hub: tcp://HOST:8786' or pass --hub")
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    manifests = operator_manifests(cfg, address, config_path=config_path)
+    click.echo(yaml.safe_dump_all(manifests, sort_keys=False))
 
 
 @main.command()

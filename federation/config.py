@@ -167,6 +167,97 @@ class TLSConfig(BaseModel):
     key: str
 
 
+class ClusterConfig(BaseModel):
+    """Where the site's workers run (``cluster:``); absent: on the site machine.
+
+    For batch systems the keys are dask-jobqueue's: one job holds ``processes`` workers
+    sharing ``cores`` and ``memory``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["local", "slurm", "pbs", "lsf", "sge", "kubernetes"] = "local"
+    queue: str | None = Field(default=None, description="partition/queue jobs go to")
+    account: str | None = Field(default=None, description="account/project jobs are billed to")
+    walltime: str | None = Field(default=None, description="job time limit, e.g. '02:00:00'")
+    cores: int | None = Field(default=None, ge=1, description="cores per job")
+    memory: str | None = Field(default=None, description="memory per job, e.g. 64GiB")
+    processes: int = Field(default=1, ge=1, description="worker processes per job")
+    job_extra: list[str] = Field(
+        default_factory=list, description="extra directives of the batch system"
+    )
+    job_script_prologue: list[str] = Field(
+        default_factory=list, description="shell lines run before the worker, e.g. module load"
+    )
+    python: str | None = Field(
+        default=None, description="python on the compute nodes (default: the site's)"
+    )
+    interface: str | None = Field(default=None, description="network interface, e.g. ib0")
+    log_directory: str | None = Field(
+        default=None, description="where jobs write their output; failed starts quote it"
+    )
+    image: str | None = Field(default=None, description="kubernetes: the worker image")
+    namespace: str | None = Field(default=None, description="kubernetes: the namespace")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_bytes(v)
+            except ValueError:
+                raise ValueError(f"memory {v!r} is not a size like 64GiB") from None
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> ClusterConfig:
+        if self.type in ("local", "kubernetes"):
+            batch = ("queue", "account", "walltime", "job_extra", "job_script_prologue")
+            given = [k for k in batch if getattr(self, k)]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} only apply to batch systems (slurm, pbs, lsf, sge), "
+                    f"not to type {self.type!r}; remove them"
+                )
+        if self.type == "local":
+            return self
+        missing = [k for k in ("cores", "memory") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(
+                f"type {self.type!r} needs {' and '.join(missing)} (per job), "
+                "e.g. cores: 16, memory: 64GiB"
+            )
+        if self.cores % self.processes:
+            raise ValueError(
+                f"cores ({self.cores}) must be a multiple of processes ({self.processes}): "
+                "each worker process gets cores/processes threads"
+            )
+        if self.type == "kubernetes" and not self.image:
+            raise ValueError("type 'kubernetes' needs image: the container image of the workers")
+        return self
+
+
+class AdaptConfig(BaseModel):
+    """Scale the site's workers with the hub's demand for the site (``adapt:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    minimum: int = Field(default=0, ge=0, description="workers kept when idle")
+    maximum: int = Field(ge=1, description="most workers the site runs")
+    interval: float = Field(default=1.0, gt=0, description="seconds between decisions")
+    wait_count: int = Field(
+        default=3, ge=1, description="idle decisions in a row before a worker is retired"
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> AdaptConfig:
+        if self.minimum > self.maximum:
+            raise ValueError(
+                f"minimum ({self.minimum}) is above maximum ({self.maximum}); swap them"
+            )
+        return self
+
+
 class SiteConfig(BaseModel):
     """What ``dask federation site CONFIG`` reads."""
 
@@ -203,6 +294,13 @@ class SiteConfig(BaseModel):
     strict_modules: list[str] = Field(
         default_factory=list,
         description="with strict: extra importable modules whose functions the site allows",
+    )
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig,
+        description="where workers run: local (default) or a batch system/Kubernetes",
+    )
+    adapt: AdaptConfig | None = Field(
+        default=None, description="scale workers with demand {minimum, maximum}; else fixed"
     )
 
     @field_validator("memory_limit")
@@ -259,6 +357,15 @@ class SiteConfig(BaseModel):
         """Shared methods: name -> ``module:function``."""
         return {n: m if isinstance(m, str) else m.function for n, m in self.methods.items()}
 
+    @model_validator(mode="after")
+    def _adapt_needs_cluster(self) -> SiteConfig:
+        if self.adapt is not None and self.cluster.type == "local":
+            raise ValueError(
+                "adapt needs workers started on demand: set cluster.type (slurm, pbs, lsf, "
+                "sge or kubernetes), or remove adapt and set workers:"
+            )
+        return self
+
     @field_validator("methods", "workflows")
     @classmethod
     def _specs(cls, v: dict[str, str | MethodConfig]) -> dict[str, str | MethodConfig]:
@@ -294,7 +401,9 @@ def _describe(err: dict) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = err["loc"][:-1]
-        allowed = DatasetConfig if parent and parent[0] == "datasets" else SiteConfig
+        allowed = {"datasets": DatasetConfig, "cluster": ClusterConfig, "adapt": AdaptConfig}.get(
+            parent[0] if parent else None, SiteConfig
+        )
         return (
             f"unknown key {where!r}; allowed keys here: "
             + ", ".join(allowed.model_fields)
@@ -340,6 +449,9 @@ def load_site_config(path: str | os.PathLike) -> SiteConfig:
     if cfg.results_dir is not None:
         results = Path(os.path.expanduser(cfg.results_dir))
         cfg.results_dir = str(results if results.is_absolute() else base / results)
+    if cfg.cluster.log_directory is not None:
+        logs = Path(os.path.expanduser(cfg.cluster.log_directory))
+        cfg.cluster.log_directory = str(logs if logs.is_absolute() else base / logs)
     for name, ds in cfg.datasets.items():
         if "://" in ds.path:  # an fsspec URL: the engine checks it when the site opens it
             continue

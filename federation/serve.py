@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 import dask
 from distributed import Scheduler
 from distributed._signals import wait_for_signals
 from distributed.security import Security
+from distributed.utils import get_ip, get_ip_interface
 
-from .config import SiteConfig
-from .site import Site
+from .config import ConfigError, SiteConfig
+from .site import Site, site_nannies, use_config_dir
 
 logger = logging.getLogger("federation")
 
@@ -81,10 +83,13 @@ async def run_site(
     timeout: float = 30,
     config_dir: str | None = None,
     security: Security | None = None,
+    config_file: str | None = None,
+    operator_port: int = 8787,
 ) -> None:
     """A site (registration + workers), until SIGINT/SIGTERM."""
     site = Site(
-        cfg, hub=hub, join=join, timeout=timeout, config_dir=config_dir, security=security
+        cfg, hub=hub, join=join, timeout=timeout, config_dir=config_dir, security=security,
+        config_file=config_file, operator_port=operator_port,
     )
     try:
         await site.start()
@@ -92,3 +97,71 @@ async def run_site(
         await site.close()
         raise
     await _until_signal(site.run(), site.close)
+
+
+async def run_site_worker(
+    cfg: SiteConfig,
+    hub: str,
+    *,
+    name: str,
+    nworkers: int = 1,
+    nthreads: int | None = None,
+    memory_limit: str | None = None,
+    death_timeout: float = 60,
+    local_directory: str | None = None,
+    interface: str | None = None,
+    relay: str | None = None,
+    listen_host: str | None = None,
+    config_dir: str | None = None,
+    security: Security | None = None,
+) -> None:
+    """Workers of a site in a batch job (``dask federation site-worker``), until they stop
+    (the hub went away for ``death_timeout`` s) or SIGINT/SIGTERM (e.g. ``scancel``).
+
+    The site's registration secrets come from the environment the job script exports:
+    ``$FEDERATION_CAPABILITY_KEY`` (the hub's key the workers check capabilities with),
+    ``$FEDERATION_SITE_SESSION`` and ``$FEDERATION_RELAY_TOKEN``.
+
+    Raises :class:`ConfigError` if the capability key or the relay token is missing.
+    """
+    use_config_dir(config_dir)
+    key = os.environ.get("FEDERATION_CAPABILITY_KEY")
+    token = os.environ.get("FEDERATION_RELAY_TOKEN")
+    if not key or not token:
+        raise ConfigError(
+            "site-worker needs the site's registration secrets in $FEDERATION_CAPABILITY_KEY "
+            "and $FEDERATION_RELAY_TOKEN; the job scripts 'dask federation site' submits "
+            "export them"
+        )
+    # with a relay token the workers get tickets to reach other sites' relayed workers
+    dask.config.set({
+        "federation.relay.hub": hub, "federation.relay.site": cfg.site,
+        "federation.relay.token": token,
+    })
+    if relay:
+        # peers of the site on other nodes reach these workers at this node's address
+        host = listen_host or cfg.listen_host or (
+            get_ip_interface(interface) if interface else get_ip()
+        )
+        dask.config.set({
+            "federation.relay.address": relay, "federation.relay.listen-host": host,
+        })
+        if security is not None and security.tls_ca_file:
+            dask.config.set({"federation.relay.tls": {
+                "ca": security.tls_ca_file, "cert": security.tls_worker_cert,
+                "key": security.tls_worker_key,
+            }})
+    names = [f"{name}-{i}" for i in range(nworkers)] if nworkers > 1 else [name]
+    nannies = site_nannies(
+        cfg, hub, names, security=security, relay=bool(relay), nthreads=nthreads,
+        memory_limit=memory_limit, local_directory=local_directory,
+        death_timeout=death_timeout, interface=None if relay else interface,
+        capability_key=key, session=os.environ.get("FEDERATION_SITE_SESSION"),
+    )
+    await asyncio.gather(*nannies)
+    logger.info("Site %s: workers %s joined the hub %s", cfg.site, names, hub)
+
+    async def close() -> None:
+        await asyncio.gather(*(n.close(timeout=10) for n in nannies), return_exceptions=True)
+
+    await _until_signal(asyncio.gather(*(n.finished() for n in nannies)), close)

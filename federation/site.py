@@ -16,6 +16,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import dask
 import xarray as xr
@@ -41,9 +42,18 @@ from .results import scan_results
 from .sources import OptionError, source_for
 from .strict import StrictNanny, StrictPolicy
 
+if TYPE_CHECKING:
+    from .jobs import SiteJobs
+    from .kubernetes import OperatorAPI
+
 logger = logging.getLogger("federation.site")
 
 HEARTBEAT_INTERVAL = 2.0
+#: the dask config of a site's relay listeners (see federation.relay)
+RELAY_KEYS = (
+    "federation.relay.address", "federation.relay.site", "federation.relay.token",
+    "federation.relay.listen-host",
+)
 
 
 def scan_methods(cfg: SiteConfig) -> list[MethodInfo]:
@@ -131,6 +141,72 @@ def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
     return infos
 
 
+def use_config_dir(config_dir: str | None) -> None:
+    """Methods may live in modules next to the config file: importable here and in the
+    worker processes this process starts."""
+    if config_dir:
+        sys.path.insert(0, config_dir)
+        paths = [config_dir, os.environ.get("PYTHONPATH", "")]
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+
+
+def site_nannies(
+    cfg: SiteConfig,
+    hub: str,
+    names: list[str],
+    *,
+    security: Security | None = None,
+    relay: bool = False,
+    nthreads: int | None = None,
+    memory_limit: str | int | None = None,
+    local_directory: str | None = None,
+    death_timeout: float | None = None,
+    interface: str | None = None,
+    capability_key: str | None = None,
+    session: str | None = None,
+) -> list[Nanny]:
+    """Unstarted Nannies (one per name) for the site's workers: its labels, its read
+    plugin (with the hub's capability key and the site's session), the peers check,
+    strict mode if configured, ``relay://`` listeners if outbound-only.
+
+    Used by the site process and by ``dask federation site-worker`` in batch jobs, so
+    that workers in jobs are the same as those the site starts itself.
+    """
+    sources = {name: source_for(ds) for name, ds in cfg.datasets.items()}
+    # a replica is read under its original's reference too
+    replicas = {ds.replica_of: name for name, ds in cfg.datasets.items() if ds.replica_of}
+    # a strict site's nannies and workers unpickle and run allow-listed code only
+    nanny, strict = (
+        (StrictNanny, {"strict_policy": strict_policy(cfg)}) if cfg.strict else (Nanny, {})
+    )
+    return [
+        nanny(
+            hub,
+            name=name,
+            nthreads=nthreads or cfg.nthreads,
+            memory_limit=memory_limit or cfg.memory_limit,
+            resources=worker_resources(cfg.site, list(cfg.datasets), replicas=replicas),
+            local_directory=local_directory or cfg.local_directory,
+            security=security,
+            protocol="relay" if relay else None,
+            death_timeout=death_timeout,
+            interface=interface,
+            plugins=(
+                SiteWorkerPlugin(
+                    cfg.site, sources, replicas=replicas,
+                    methods={**cfg.method_specs, **cfg.workflows},
+                    results_dir=cfg.results_dir,
+                    capability_key=capability_key, session=session,
+                ),
+                PeersPlugin(cfg.site),
+                QuietUserMistakes(),
+            ),
+            **strict,
+        )
+        for name in names
+    ]
+
+
 @dataclass
 class Site:
     """A running site: registration with the hub plus the worker Nannies.
@@ -151,6 +227,13 @@ class Site:
     catalog: list[DatasetInfo] = field(default_factory=list)
     methods: list[MethodInfo] = field(default_factory=list)
     nannies: list[Nanny] = field(default_factory=list)
+    #: the config file, which batch jobs read too (``dask federation site-worker``)
+    config_file: str | None = None
+    #: workers started as batch jobs (``cluster:`` slurm, pbs, lsf, sge)
+    jobs: SiteJobs | None = None
+    #: with ``cluster: kubernetes``: the API the dask-kubernetes operator scales by
+    operator: OperatorAPI | None = None
+    operator_port: int = 8787
     _heartbeat: asyncio.Task | None = None
     _session: asyncio.Task | None = None
     connectivity: str = "direct"
@@ -159,11 +242,7 @@ class Site:
     _closing: bool = False
 
     async def start(self) -> None:
-        if self.config_dir:
-            # methods may live in modules next to the config file, for the workers too
-            sys.path.insert(0, self.config_dir)
-            paths = [self.config_dir, os.environ.get("PYTHONPATH", "")]
-            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        use_config_dir(self.config_dir)
         if self.cfg.results_dir:
             try:
                 os.makedirs(self.cfg.results_dir, exist_ok=True)
@@ -180,47 +259,43 @@ class Site:
         self._session = asyncio.create_task(self._hold_session())
         await self._start_workers()
         logger.info(
-            "Site %s serving %s with %d worker(s) at hub %s",
-            self.cfg.site, [d.name for d in self.catalog], len(self.nannies), self.hub,
+            "Site %s serving %s with %s at hub %s",
+            self.cfg.site, [d.name for d in self.catalog],
+            self.jobs.describe() if self.jobs is not None
+            else "workers from the dask-kubernetes operator" if self.operator is not None
+            else f"{len(self.nannies)} worker(s)",
+            self.hub,
         )
 
     async def _start_workers(self) -> None:
-        sources = {name: source_for(ds) for name, ds in self.cfg.datasets.items()}
-        # a replica is read under its original's reference too
-        replicas = {ds.replica_of: name for name, ds in self.cfg.datasets.items() if ds.replica_of}
-        prefix = self.cfg.site if not self.join else f"{self.cfg.site}-{self.session[:6]}"
-        # a strict site's nannies and workers unpickle and run allow-listed code only
-        nanny, strict = (
-            (StrictNanny, {"strict_policy": strict_policy(self.cfg)}) if self.cfg.strict
-            else (Nanny, {})
-        )
-        self.nannies = []
-        for i in range(self.cfg.workers):
-            self.nannies.append(
-                nanny(
-                    self.hub,
-                    name=f"{prefix}-{i}",
-                    nthreads=self.cfg.nthreads,
-                    memory_limit=self.cfg.memory_limit,
-                    resources=worker_resources(
-                        self.cfg.site, list(self.cfg.datasets), replicas=replicas
-                    ),
-                    local_directory=self.cfg.local_directory,
-                    security=self.security,
-                    protocol="relay" if self.connectivity == "outbound-only" else None,
-                    plugins=(
-                        SiteWorkerPlugin(
-                            self.cfg.site, sources, replicas=replicas,
-                            methods={**self.cfg.method_specs, **self.cfg.workflows},
-                            results_dir=self.cfg.results_dir,
-                            capability_key=self.capability_key, session=self.session,
-                        ),
-                        PeersPlugin(self.cfg.site),
-                        QuietUserMistakes(),
-                    ),
-                    **strict,
-                )
+        if self.cfg.cluster.type == "kubernetes":
+            # the dask-kubernetes operator starts the workers; it asks this process how many
+            if self.operator is None:
+                from .kubernetes import OperatorAPI
+
+                self.operator = OperatorAPI(self.cfg, self._hub)
+                self.operator.start(self.operator_port)
+            return
+        if self.cfg.cluster.type != "local":
+            from .jobs import SiteJobs  # dask-jobqueue, only for batch sites
+
+            self.jobs = SiteJobs(
+                self.cfg, hub=self.hub, config_file=self.config_file, session=self.session,
+                security=self.security, relay=self._relay_settings(),
+                worker_env={
+                    "FEDERATION_CAPABILITY_KEY": self.capability_key or "",
+                    "FEDERATION_SITE_SESSION": self.session,
+                    "FEDERATION_RELAY_TOKEN": dask.config.get("federation.relay.token"),
+                },
             )
+            await self.jobs.start()
+            return
+        prefix = self.cfg.site if not self.join else f"{self.cfg.site}-{self.session[:6]}"
+        self.nannies = site_nannies(
+            self.cfg, self.hub, [f"{prefix}-{i}" for i in range(self.cfg.workers)],
+            security=self.security, relay=self.connectivity == "outbound-only",
+            capability_key=self.capability_key, session=self.session,
+        )
         await asyncio.gather(*self.nannies)
         for nanny in self.nannies:  # the workers gate themselves (SiteWorkerPlugin)
             refuse_users(nanny)
@@ -229,13 +304,21 @@ class Site:
         """Serve until closed. Workers close when the hub goes away; then the site
         announces itself again (retrying with backoff) and starts new workers."""
         while not self._closing:
-            await asyncio.gather(*(n.finished() for n in self.nannies))
+            if self.operator is not None:
+                # workers are the operator's pods; they reconnect by restarting
+                await asyncio.Event().wait()
+            elif self.jobs is not None:
+                await self.jobs.finished()
+            else:
+                await asyncio.gather(*(n.finished() for n in self.nannies))
             if self._closing:
                 return
             logger.warning("Site %s lost the hub %s; reconnecting", self.cfg.site, self.hub)
+            if self.jobs is not None:
+                await self.jobs.close()  # its jobs' workers lost the hub too
             await self.register(deadline=None)
             await self._start_workers()
-            logger.info("Site %s reconnected with %d worker(s)", self.cfg.site, len(self.nannies))
+            logger.info("Site %s reconnected", self.cfg.site)
 
     def _hub(self, timeout: float | None = None) -> rpc:
         args = self.security.get_connection_args("client") if self.security else None
@@ -307,16 +390,35 @@ class Site:
         })
         if self.connectivity != "outbound-only":
             return
-        hub_host = get_address_host(self.hub)
-        dask.config.set({
-            "federation.relay.address": unparse_host_port(hub_host, reply["relay"]["port"]),
-            "federation.relay.listen-host": self.cfg.listen_host or "127.0.0.1",
-        })
+        dask.config.set(self._relay_settings(reply))
         if self.security is not None and self.security.tls_ca_file:
             dask.config.set({"federation.relay.tls": {
                 "ca": self.security.tls_ca_file, "cert": self.security.tls_worker_cert,
                 "key": self.security.tls_worker_key,
             }})
+
+    def _relay_settings(self, reply: dict | None = None) -> dict[str, str] | None:
+        """The dask config of this site's relay listeners (``None`` for direct sites),
+        from the hub's reply to the registration (or the config already set by it)."""
+        if self.connectivity != "outbound-only":
+            return None
+        if reply is None:
+            return {k: dask.config.get(k) for k in RELAY_KEYS}
+        return {
+            "federation.relay.address": unparse_host_port(
+                get_address_host(self.hub), reply["relay"]["port"]
+            ),
+            "federation.relay.site": self.cfg.site,
+            "federation.relay.token": reply["relay"]["token"],
+            "federation.relay.listen-host": self.cfg.listen_host or "127.0.0.1",
+        }
+
+    def _workers_status(self) -> dict | None:
+        """Requested/pending/running workers of a batch or Kubernetes site."""
+        for source in (self.jobs, self.operator):
+            if source is not None:
+                return source.status()
+        return None
 
     async def _beat(self) -> None:
         delay = HEARTBEAT_INTERVAL
@@ -325,7 +427,8 @@ class Site:
             try:
                 async with self._hub() as hub:
                     reply = await hub.federation_heartbeat(
-                        site=self.cfg.site, session=self.session
+                        site=self.cfg.site, session=self.session,
+                        jobs=self._workers_status(),
                     )
                 if reply["status"] == "unknown":
                     logger.warning("Hub forgot site %s; announcing again", self.cfg.site)
@@ -371,4 +474,8 @@ class Site:
                 )
         except Exception:  # the hub may already be gone
             pass
+        if self.jobs is not None:
+            await self.jobs.close()
+        if self.operator is not None:
+            self.operator.stop()
         await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)

@@ -27,6 +27,7 @@ from .refusal import Refusals
 from .relay import RelayPlugin
 from .results import ResultsPlugin
 from .routing import RoutingPlugin
+from .scaling import ScalingPlugin
 from .sessions import SessionPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdminPlugin", "BoundaryPlugin", "CapabilityPlugin", "CatalogPlugin", "FairSharePlugin",
     "FederationState", "MembersPlugin", "MovesPlugin", "OutagePlugin", "PolicyPlugin",
-    "RelayPlugin", "ResultsPlugin", "RoutingPlugin", "SessionPlugin",
+    "RelayPlugin", "ResultsPlugin", "RoutingPlugin", "ScalingPlugin", "SessionPlugin",
     "TrafficPlugin", "TrustPlugin", "install",
 ]
 
@@ -68,6 +69,7 @@ def install(scheduler: Scheduler) -> FederationState:
         # after policy and trust: signs what they let through, with its egress class
         CapabilityPlugin(state, policy, refusals), AdminPlugin(state), RelayPlugin(state),
         ResultsPlugin(state), MembersPlugin(state), FairSharePlugin(state, refusals),
+        ScalingPlugin(state, routing),
         DashboardPlugin(state), HttpApiPlugin(state), WebAuthPlugin(),
     ):
         scheduler.add_plugin(plugin)

@@ -53,9 +53,9 @@ class CatalogPlugin(SchedulerPlugin):
 
     ``federation_register_site(site, session, datasets, join=False)``
         A site process announces itself and its catalog.
-    ``federation_heartbeat(site, session)``
-        Keeps the registration alive; answers ``{"status": "unknown"}`` after a hub
-        restart, and the site re-announces.
+    ``federation_heartbeat(site, session, jobs=None)``
+        Keeps the registration alive (and brings the state of a batch site's jobs);
+        answers ``{"status": "unknown"}`` after a hub restart, and the site re-announces.
     ``federation_unregister_site(site, session)``
         A site process leaves.
     ``federation_add_result(site, session, result)``
@@ -177,8 +177,10 @@ class CatalogPlugin(SchedulerPlugin):
             },
         }
 
-    def heartbeat(self, site: str, session: str) -> dict[str, str]:
-        return {"status": "OK" if self.state.heartbeat(site, session) else "unknown"}
+    def heartbeat(
+        self, site: str, session: str, jobs: dict[str, Any] | None = None
+    ) -> dict[str, str]:
+        return {"status": "OK" if self.state.heartbeat(site, session, jobs) else "unknown"}
 
     def unregister_site(self, site: str, session: str) -> dict[str, str]:
         self.state.unregister(site, session)

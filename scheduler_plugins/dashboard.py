@@ -252,6 +252,20 @@ def _connectivity(site: dict) -> str:
     return f"outbound-only, {_fmt_bytes(site.get('relayed_bytes', 0))} relayed"
 
 
+def _jobs(jobs: dict | None) -> str:
+    """A batch site's workers: '2 running, 1 pending (Resources), 0-4 adaptive'."""
+    if not jobs:
+        return ""
+    text = f"{jobs['running']} running, {jobs['pending']} pending"
+    if jobs.get("pending_reason"):
+        text += f" ({jobs['pending_reason']})"
+    if jobs.get("adaptive"):
+        text += f", {jobs['minimum']}-{jobs['maximum']} adaptive"
+    if jobs.get("failed"):
+        text += f", {jobs['failed']} failed" + (" (stopped)" if jobs.get("halted") else "")
+    return f"{jobs['type']}: {text}"
+
+
 class FederationPage:
     """The Bokeh models of one open page; ``update*`` refresh them from the hub state."""
 
@@ -280,8 +294,8 @@ class FederationPage:
 
         # sites
         self.sites_source = ColumnDataSource(self._empty(
-            "site", "status", "connectivity", "workers", "nthreads", "memory", "datasets",
-            "methods", "tasks_done"))
+            "site", "status", "connectivity", "workers", "jobs", "nthreads", "memory",
+            "datasets", "methods", "tasks_done"))
         self.sites_table = DataTable(
             source=self.sites_source, index_position=None, height=140,
             sizing_mode="stretch_width", name="federation-sites",
@@ -290,6 +304,7 @@ class FederationPage:
                 TableColumn(field="status", title="Status"),
                 TableColumn(field="connectivity", title="Connectivity", width=200),
                 TableColumn(field="workers", title="Workers"),
+                TableColumn(field="jobs", title="Batch jobs", width=220),
                 TableColumn(field="nthreads", title="Threads"),
                 TableColumn(field="memory", title="Memory used / limit"),
                 TableColumn(field="datasets", title="Datasets", width=220),
@@ -444,6 +459,7 @@ class FederationPage:
             "status": [s["status"] for s in sites.values()],
             "connectivity": [_connectivity(s) for s in sites.values()],
             "workers": [len(s["workers"]) for s in sites.values()],
+            "jobs": [_jobs(s.get("jobs")) for s in sites.values()],
             "nthreads": [s["nthreads"] for s in sites.values()],
             "memory": [f"{_fmt_bytes(s['memory_used'])} / {_fmt_bytes(s['memory_limit'])}"
                        for s in sites.values()],

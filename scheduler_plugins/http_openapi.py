@@ -76,6 +76,21 @@ SCHEMAS: dict[str, Any] = {
             "relayed_bytes": {
                 "type": "integer", "description": "bytes the hub's relay carried to/from it",
             },
+            "jobs": {
+                "type": ["object", "null"],
+                "description": "workers as batch jobs (null: the site runs them itself)",
+                "properties": {
+                    "type": {"enum": ["slurm", "pbs", "lsf", "sge", "kubernetes"]},
+                    **{k: {"type": "integer"} for k in (
+                        "requested", "pending", "running", "failed", "ended", "minimum",
+                        "maximum")},
+                    "adaptive": {"type": "boolean"},
+                    "halted": {"type": "boolean", "description": "stopped submitting jobs "
+                               "after failed starts"},
+                    "pending_reason": {"type": ["string", "null"]},
+                    "error": {"type": ["string", "null"], "description": "last failure"},
+                },
+            },
         },
     },
     "CatalogRow": {

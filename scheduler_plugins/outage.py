@@ -42,6 +42,12 @@ def _label_of(ts: TaskState, routing: RoutingPlugin) -> str | None:
     return None
 
 
+def _site_of_label(label: str) -> str:
+    if label.startswith(SITE_PREFIX):
+        return label[len(SITE_PREFIX):]
+    return label[len(DATASET_PREFIX):].split("/", 1)[0]
+
+
 def describe_label(label: str) -> str:
     if label.startswith(SITE_PREFIX):
         return f"site {label[len(SITE_PREFIX):]!r}"
@@ -98,7 +104,11 @@ class OutagePlugin(SchedulerPlugin):
             if ws.status == Status.running
             for label in ws.resources
         }
-        down = {label for label in waiting if label not in served}
+        # a site whose batch jobs are queued is coming, not down
+        down = {
+            label for label in waiting
+            if label not in served and not self.state.starting_workers(_site_of_label(label))
+        }
         for label in list(self.down_since):
             if label not in down:
                 del self.down_since[label]

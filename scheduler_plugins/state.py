@@ -58,6 +58,9 @@ class SiteRecord:
     registered: float = field(default_factory=time.time)
     #: "direct", or "outbound-only" (reached through the relay)
     connectivity: str = "direct"
+    #: workers as batch jobs: requested/pending/running/failed, as the site last reported
+    #: (``None``: the site starts its workers itself)
+    jobs: dict[str, Any] | None = None
 
     def alive(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -175,11 +178,12 @@ class FederationState:
             secret = self.site_secrets[site] = secrets.token_bytes(32)
         return secret
 
-    def heartbeat(self, site: str, session: str) -> bool:
+    def heartbeat(self, site: str, session: str, jobs: dict[str, Any] | None = None) -> bool:
         record = self.sites.get(site)
         if record is None or session not in record.sessions:
             return False
         record.sessions[session] = (record.sessions[session][0], time.monotonic())
+        record.jobs = jobs
         return True
 
     def drop_sessions(self, serials: frozenset[int]) -> list[str]:
@@ -191,6 +195,13 @@ class FederationState:
                     del record.sessions[session]
                     dropped.append(record.name)
         return dropped
+
+    def starting_workers(self, site: str) -> bool:
+        """Whether a live site has asked its batch system for workers not yet running
+        (tasks waiting for it then wait for the queue, not for an outage)."""
+        record = self.sites.get(site)
+        return bool(record and record.alive() and record.jobs and record.jobs["pending"]
+                    and not record.jobs.get("halted"))
 
     def unregister(self, site: str, session: str) -> None:
         """End a session. A site none of whose workers ever joined (it failed while
@@ -362,5 +373,6 @@ class FederationState:
                 "relayed_bytes": sum(
                     n for (a, b), n in self.relay.carried.items() if name in (a, b)
                 ),
+                "jobs": record.jobs if record else None,
             }
         return out

@@ -122,6 +122,20 @@ Units: KiB MiB GiB TiB (1024-based) and kB KB MB GB TB (1000-based), as Dask rea
 {{- with .Values.site.connectivity }}
 {{- $_ := set $cfg "connectivity" . }}
 {{- end }}
+{{- if .Values.operator.enabled }}
+{{- /* worker pods of the dask-kubernetes operator, scaled by the hub's demand */}}
+{{- $perWorker := include "site.bytes" .Values.site.memoryLimit | float64 }}
+{{- $podMemory := mulf (.Values.site.workers | float64) $perWorker }}
+{{- $_ := set $cfg "cluster" (dict
+  "type" "kubernetes"
+  "image" (include "site.image" .)
+  "cores" (mul .Values.site.workers .Values.site.nthreads)
+  "memory" (printf "%dMiB" (divf $podMemory 1048576.0 | ceil | int64))
+  "processes" .Values.site.workers) }}
+{{- $_ := set $cfg "adapt" (dict
+  "minimum" (mul .Values.operator.minReplicas .Values.site.workers)
+  "maximum" (mul .Values.operator.maxReplicas .Values.site.workers)) }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -131,4 +145,103 @@ Units: KiB MiB GiB TiB (1024-based) and kB KB MB GB TB (1000-based), as Dask rea
 {{- with .sizeLimit }}{{ $_ := set $e "sizeLimit" (toString .) }}{{ end }}
 {{- with .medium }}{{ $_ := set $e "medium" . }}{{ end }}
 {{- toJson $e }}
+{{- end }}
+
+{{/* Environment of the site's containers (site process and operator workers). */}}
+{{- define "site.env" -}}
+# The root filesystem is read-only: keep every cache and config write in /tmp.
+- name: HOME
+  value: /tmp
+- name: DASK_TEMPORARY_DIRECTORY
+  value: /tmp
+{{- if eq .Values.site.connectivity "outbound-only" }}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end }}
+{{- with .Values.site.env }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts of the site's containers: config, /tmp, scratch, TLS, datasets. */}}
+{{- define "site.volumeMounts" -}}
+- name: config
+  mountPath: /etc/federation/site.yaml
+  subPath: site.yaml
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.site.localDirectory }}
+- name: scratch
+  mountPath: {{ .Values.site.localDirectory }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/federation/tls
+  readOnly: true
+{{- end }}
+{{- range $name, $ds := .Values.datasets }}
+- name: {{ include "site.datasetVolumeName" $ds.mount }}
+  mountPath: {{ printf "/data/%s" $name }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes of the site's pods (the datasets on one claim or host directory share one). */}}
+{{- define "site.volumes" -}}
+{{- $datasetVolumes := dict }}
+{{- range $name, $ds := .Values.datasets }}
+{{- $_ := set $datasetVolumes (include "site.datasetVolumeName" $ds.mount) $ds.mount }}
+{{- end }}
+- name: config
+  configMap:
+    name: {{ include "site.fullname" . }}
+- name: tmp
+  emptyDir: {{ include "site.emptyDir" (dict "sizeLimit" .Values.tmpSizeLimit) }}
+{{- if .Values.site.localDirectory }}
+- name: scratch
+  emptyDir: {{ include "site.emptyDir" .Values.scratch }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+    defaultMode: 0440
+    items:
+      - key: ca.pem
+        path: ca.pem
+      - key: cert.pem
+        path: cert.pem
+      - key: key.pem
+        path: key.pem
+{{- end }}
+{{- range $volName, $mount := $datasetVolumes }}
+- name: {{ $volName }}
+  {{- if $mount.claimName }}
+  persistentVolumeClaim:
+    claimName: {{ $mount.claimName }}
+    readOnly: true
+  {{- else }}
+  hostPath:
+    path: {{ $mount.hostPath }}
+    type: {{ $mount.hostPathType | default "Directory" }}
+  {{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- end }}
+
+{{/* --tls-* options of `dask federation site` and `site-worker`, as a list. */}}
+{{- define "site.tlsArgs" -}}
+{{- if .Values.tls.enabled }}
+{{- toJson (list "--tls-ca-file" "/etc/federation/tls/ca.pem" "--tls-cert" "/etc/federation/tls/cert.pem" "--tls-key" "/etc/federation/tls/key.pem") }}
+{{- else }}
+{{- toJson list }}
+{{- end }}
 {{- end }}
