@@ -18,6 +18,10 @@ federation_add_result           –      own+s   yes    ``site``: its own; ``res
 federation_result_publisher     –      own+s   yes    ``site``: its own; a result task of it
 federation_members              –      yes     yes    nothing (the federation's worker list)
 federation_relay_reset          –      own     yes    ``site``: its own name
+federation_site_session         –      own     yes    ``site``: its own name (held open)
+federation_site_demand          –      own     yes    ``site``: its own name
+federation_retire_site_workers  –      own     yes    ``site``: its own name; its workers
+federation_relay_ticket         yes    yes     yes    a registered endpoint ``site/host:port``
 federation_catalog              yes    yes     yes    nothing; the answer is filtered by grants
 federation_dataset, _method     yes    yes     yes    any ``site/name`` they hold a grant for
 federation_methods              yes    yes     yes    nothing; filtered by grants
@@ -87,6 +91,11 @@ TABLE: dict[str, Rule] = {
     ),
     "federation_members": Rule(SITES),
     "federation_relay_reset": Rule(SITES, "site", action="reset the relay connections of"),
+    "federation_site_session": Rule(SITES, "site", action="hold the session of"),
+    "federation_site_demand": Rule(SITES, "site", action="read the demand for"),
+    "federation_retire_site_workers": Rule(SITES, "site", action="retire workers of"),
+    # the relay names the caller from its connection itself (scheduler_plugins.relay)
+    "federation_relay_ticket": Rule(ANYONE),
     "federation_catalog": Rule(ANYONE),
     "federation_dataset": Rule(ANYONE),
     "federation_method": Rule(ANYONE),

@@ -30,8 +30,6 @@ from distributed.active_memory_manager import (
 )
 from distributed.core import Status
 
-from federation.security import identity
-
 from .outage import _label_of
 from .routing import RoutingPlugin, _label_site
 from .state import FederationState
@@ -80,16 +78,7 @@ class ScalingPlugin(SchedulerPlugin):
             "federation_retire_site_workers": self.retire,
         })
 
-    def _check_caller(self, comm: Any, site: str) -> None:
-        """With TLS, only the site itself may ask about or retire its workers."""
-        if not self.state.scheduler.address.startswith("tls://"):
-            return
-        ident = identity(comm.extra_info.get("peercert"))
-        if ident != ("site", site):
-            raise PermissionError(f"only site {site!r} itself can scale its workers")
-
     def demand(self, comm: Any, site: str) -> dict[str, Any]:
-        self._check_caller(comm, site)
         scheduler = self.state.scheduler
         # parked reads and tasks bound to the site that wait for a worker (no-worker)
         tasks = sum(
@@ -108,7 +97,6 @@ class ScalingPlugin(SchedulerPlugin):
         }
 
     async def retire(self, comm: Any, site: str, names: list[str]) -> list[str]:
-        self._check_caller(comm, site)
         scheduler = self.state.scheduler
         wanted = {str(n) for n in names}
         leaving = [ws for ws in self.state.workers_of(site) if str(ws.name) in wanted]
