@@ -18,9 +18,9 @@ page with ``?token=TOKEN`` once sets that cookie (HttpOnly, SameSite=Strict) and
 redirects to the page without it, so a browser (and the dashboard's websockets) can use
 the dashboard; without a token a page answers 401 with a small form asking for it.
 
-Requests are also limited per caller (its token, else its IP address) to
+Requests to the API are also limited per caller (its token, else its IP address) to
 ``federation.fair-share.http-per-second`` (50; bursts of ``http-burst``, 200): more
-answer 429 with ``Retry-After`` — ``/health`` excepted.
+answer 429 with ``Retry-After``.
 
 Installed by wrapping ``find_handler`` of distributed's ``RoutingApplication``, which
 every request on the port (its own routes, its Bokeh applications, ours) goes through.
@@ -161,7 +161,8 @@ class WebAuthPlugin(SchedulerPlugin):
             tokens = self.tokens.get()
             path = request.path.rstrip("/") or "/"
             token = presented_token(request)
-            if path != f"{prefix}/health":
+            # the API's calls cost the hub work; pages pull dozens of static files each
+            if request.path.startswith(api):
                 key = token if tokens is not None and valid(token, tokens) else request.remote_ip
                 wait = self.rates.delay(str(key))
                 if wait > 0:

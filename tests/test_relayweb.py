@@ -377,3 +377,18 @@ def test_rpc_rate_per_caller():
     with dask.config.set({"federation.fair-share.rpc-per-second": 0.01,
                           "federation.fair-share.rpc-burst": 2}):
         asyncio.run(main())
+
+
+def test_http_api_rate_per_caller():
+    """Over its rate a caller's API requests get 429; pages stay served."""
+    async def main() -> None:
+        async with Scheduler(port=0, dashboard_address=":0", preload=["scheduler_plugins"]) as s:
+            base = f"http://127.0.0.1:{s.http_server.port}"
+            codes = [(await asyncio.to_thread(_get, f"{base}/federation/api/v1/sites"))[0]
+                     for _ in range(3)]
+            assert codes == [200, 200, 429]
+            assert (await asyncio.to_thread(_get, f"{base}/status"))[0] == 200
+
+    with dask.config.set({"federation.fair-share.http-per-second": 0.01,
+                          "federation.fair-share.http-burst": 2}):
+        asyncio.run(main())
