@@ -305,12 +305,7 @@ class RoutingPlugin(SchedulerPlugin):
         workers = [ws for ws in self._workers_with(label) if ws.status == Status.running]
         if not workers:
             return 0  # site down: its reads wait
-        # reads in flight only: other tasks (another user's graph, which distributed's
-        # own queue keeps at its saturation) must not hold a site's reads back forever
-        processing = sum(
-            1 for ws in workers for ts in ws.processing
-            if ts not in ws.long_running and label in (ts.resource_restrictions or ())
-        )
+        processing = sum(len(ws.processing) - len(ws.long_running) for ws in workers)
         slots = max(math.ceil(self.saturation * sum(ws.nthreads for ws in workers)), 1)
         slots -= processing
         limit = sum(ws.memory_limit or 0 for ws in workers)
