@@ -36,7 +36,8 @@ import dask
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .grants import principal
-from .ratelimit import Buckets, ThrottledHandlers
+from .handlers import GuardedHandlers
+from .ratelimit import UNTHROTTLED, Buckets, throttled
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
@@ -77,10 +78,13 @@ class FairSharePlugin(SchedulerPlugin):
                            lambda: float(setting("rpc-burst")))
 
     async def start(self, scheduler: Scheduler) -> None:
-        """Throttle the hub's ``federation_*`` RPCs per caller."""
-        scheduler.handlers = ThrottledHandlers(
-            scheduler.handlers, self.rpc, "federation.fair-share.rpc-per-second"
-        )
+        """Throttle the hub's ``federation_*`` RPCs per caller (around their guard)."""
+        if not isinstance(scheduler.handlers, GuardedHandlers):  # installed by install()
+            raise RuntimeError("the fair-share plugin needs scheduler_plugins.install()")
+        scheduler.handlers.add_layer(lambda op, handler: throttled(
+            handler, None if op in UNTHROTTLED else self.rpc,
+            "federation.fair-share.rpc-per-second",
+        ))
 
     def user_of(self, client: str) -> str:
         """The user a client acts for (its certificate's principal, else the client)."""

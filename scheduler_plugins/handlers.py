@@ -192,13 +192,22 @@ class GuardedHandlers(dict):
     out guarded.
 
     Guarding at lookup covers handlers installed later by any plugin (their ``start``
-    runs concurrently with ours) without each plugin having to remember it.
+    runs concurrently with ours) without each plugin having to remember it. Other
+    plugins add their own wrappers of ``federation_*`` handlers with :meth:`add_layer`
+    (the fair-share rate limit), never by replacing this table — a table built from a
+    copy of it would hand out unguarded handlers.
     """
 
     def __init__(self, handlers: dict[str, Callable], state: FederationState):
         super().__init__(handlers)
         self._state = state
         self._guarded: dict[str, tuple[Callable, Callable]] = {}
+        self._layers: list[Callable[[str, Callable], Callable]] = []
+
+    def add_layer(self, wrap: Callable[[str, Callable], Callable]) -> None:
+        """Wrap every guarded ``federation_*`` handler with ``wrap(op, guarded)``."""
+        self._layers.append(wrap)
+        self._guarded.clear()
 
     def __getitem__(self, op: str) -> Callable:
         handler = super().__getitem__(op)
@@ -210,7 +219,11 @@ class GuardedHandlers(dict):
             return handler
         cached = self._guarded.get(op)
         if cached is None or cached[0] is not handler:
-            cached = self._guarded[op] = (handler, wrap(self._state, op, handler))
+            wrapped = wrap(self._state, op, handler)
+            if wrap is guard:
+                for layer in self._layers:
+                    wrapped = layer(op, wrapped)
+            cached = self._guarded[op] = (handler, wrapped)
         return cached[1]
 
 

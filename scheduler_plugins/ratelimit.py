@@ -117,24 +117,3 @@ def throttled(handler: Callable, buckets: Buckets | None, setting: str) -> Calla
     wrapper.__name__ = name
     return wrapper
 
-
-class ThrottledHandlers(dict):
-    """The scheduler's handler table, returning throttled versions of the hub's own
-    ``federation_*`` handlers — whenever and by whichever plugin they were installed."""
-
-    def __init__(self, handlers: dict, buckets: Buckets, setting: str) -> None:
-        super().__init__(handlers)
-        self.buckets = buckets
-        self.setting = setting
-        self._wrapped: dict[str, tuple[Callable, Callable]] = {}
-
-    def __getitem__(self, op: str) -> Callable:
-        handler = super().__getitem__(op)
-        if not (isinstance(op, str) and op.startswith("federation_")):
-            return handler
-        cached = self._wrapped.get(op)
-        if cached is None or cached[0] is not handler:
-            cached = self._wrapped[op] = (handler, throttled(
-                handler, None if op in UNTHROTTLED else self.buckets, self.setting
-            ))
-        return cached[1]
