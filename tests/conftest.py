@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask
 import pytest
 import xarray as xr
 
@@ -122,6 +123,18 @@ def local_federation(data_root, tmp_path_factory):
 def fed(local_federation):
     with local_federation.connect() as fed:
         yield fed
+
+
+@pytest.fixture(autouse=True)
+def _session_client_computes(request):
+    """Tests of the session federation compute with its client, whatever other clients
+    (opened and closed by other modules, in any order) did to dask's default scheduler."""
+    if "fed" not in request.fixturenames:
+        yield
+        return
+    client = request.getfixturevalue("fed").client
+    with dask.config.set(scheduler=client), client.as_current():
+        yield
 
 
 def site_path(data_root: Path, site: str) -> Path:

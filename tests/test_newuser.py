@@ -210,7 +210,9 @@ def test_site_with_another_sites_certificate_fails_at_once(tls_hub, tmp_path):
 
 def test_reprs_are_readable_and_render_in_jupyter(fed):
     text = repr(fed)
-    assert re.search(r"sites awi \(connected\), dkrz \(connected\), geomar \(connected\)", text)
+    # other modules may have added sites to the session federation (e.g. test_memory's)
+    for site in ("awi", "dkrz", "geomar"):
+        assert re.search(rf"\b{site} \(connected\)", text), text
     assert re.search(r"page http://127\.0\.0\.1:\d+/federation>$", text), text
     page = fed._repr_html_()
     assert "<h3" in page and "Federation" in page and 'color: #2ca02c;">connected' in page
@@ -286,7 +288,9 @@ def test_javascript_client_is_a_package_node_imports(local_federation, tmp_path)
         [NODE, "main.mjs", url], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == ['["awi","dkrz","geomar"]', "true 404"]
+    names, missing = run.stdout.splitlines()
+    assert {"awi", "dkrz", "geomar"} <= set(json.loads(names))  # others may have joined
+    assert missing == "true 404"
 
 
 def test_moving_much_raw_data_warns_once_with_the_bytes(fed, data_root):

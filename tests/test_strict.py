@@ -313,7 +313,7 @@ def test_time_indexed_and_multiindexed_data_through_methods_and_results(
         path = strict_federation.root / "awi" / "results" / f"indexed-{name}.zarr"
         coder = xr.coders.CFDatetimeCoder(use_cftime=name == "cftime")
         with xr.open_zarr(path, decode_times=coder, consolidated=False) as stored:
-            xr.testing.assert_identical(stored.v.load(), data)
+            xr.testing.assert_identical(stored.v.load(scheduler="sync"), data)
     _assert_strict_site_serves(fed, strict_federation, workers)
 
 
