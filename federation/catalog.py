@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -341,6 +342,17 @@ def _stored(stored: xr.Dataset, shown: xr.Dataset) -> dict[str, StoredVariable]:
     return out
 
 
+def _stable(value: Any) -> Any:
+    """A JSON stand-in for ``value`` that is the same in every process (the version must
+    agree between a site's processes, e.g. with ``--join``): no memory addresses, and
+    sets in sorted order (their iteration order depends on the process's hash seed)."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(_stable(v) if not isinstance(v, str) else v for v in value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
 def describe_dataset(
     site: str,
     name: str,
@@ -381,6 +393,6 @@ def describe_dataset(
         encoding={k: v for k, v in ds.encoding.items() if k not in PRIVATE_ENCODING},
     )
     wire = info.to_wire()  # raises early, at the site, for values that cannot travel
-    meta = json.dumps([wire["variables"], wire["stored"], wire["decode"]], default=repr)
+    meta = json.dumps([wire["variables"], wire["stored"], wire["decode"]], default=_stable)
     version = hashlib.sha256(f"{site}/{name}|{meta}|{stamp}".encode()).hexdigest()[:16]
     return replace(info, version=version)

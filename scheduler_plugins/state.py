@@ -138,7 +138,8 @@ class FederationState:
             if ours != theirs:
                 raise SiteNameTaken(
                     f"cannot --join site {site!r}: its datasets differ from the running "
-                    f"site's ({sorted(theirs)} vs {sorted(ours)}); use the same configuration"
+                    f"site's ({sorted(theirs.items())} vs {sorted(ours.items())}, name and "
+                    "version); use the same configuration"
                 )
         if record is None or not record.alive(now) or not join:
             # new, lapsed, or re-announcing (after a hub restart, with new data)
