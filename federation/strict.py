@@ -425,7 +425,9 @@ def apply_kwargs(func: Callable, args: tuple, kwargs: dict) -> Any:
     return func(*args, **kwargs)
 
 
-def _strict_resolve(module: str, name: str) -> Any:
+def _checked_global(module: str, name: str, resolve: Callable[[str, str], Any]) -> Any:
+    """``module.name`` as the strict unpickler sees it: its wrapper, a refusal stand-in,
+    or (allowed) ``resolve(module, name)``."""
     wrapped = WRAPPED.get(f"{module}:{name}")
     if wrapped is not None:
         return wrapped
@@ -433,7 +435,11 @@ def _strict_resolve(module: str, name: str) -> Any:
     reason = _policy.refusal(module, name)
     if reason:
         return _refuse(f"{module}.{name}", reason)
-    return resolve_global(module, name)
+    return resolve(module, name)
+
+
+def _strict_resolve(module: str, name: str) -> Any:
+    return _checked_global(module, name, resolve_global)
 
 
 WRAPPED: dict[str, Callable] = {
@@ -455,14 +461,8 @@ WRAPPED: dict[str, Callable] = {
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        wrapped = WRAPPED.get(f"{module}:{name}")
-        if wrapped is not None:
-            return wrapped
-        assert _policy is not None
-        reason = _policy.refusal(module, name)
-        if reason:
-            return _refuse(f"{module}.{name}", reason)
-        return super().find_class(module, name)  # imports only allowed modules
+        # pickle's own lookup imports only allowed modules
+        return _checked_global(module, name, super().find_class)
 
 
 def _fail(message: str) -> NoReturn:
