@@ -168,11 +168,14 @@ def site(
 @click.option("--listen-host", default=None,
               help="Outbound-only sites: address peers of the site reach these workers at "
               "(default: this node's address)")
+@click.option("--secrets-from", default=None, metavar="URL",
+              help="Kubernetes worker pods: fetch the site's registration secrets from the "
+              "site process at URL (sealed with $FEDERATION_SITE_BOOTSTRAP_TOKEN)")
 @tls_options
 def site_worker(
     config: str, hub_address: str, name: str, nthreads: int | None, memory_limit: str | None,
     nworkers: int, death_timeout: float, local_directory: str | None, interface: str | None,
-    relay: str | None, listen_host: str | None,
+    relay: str | None, listen_host: str | None, secrets_from: str | None,
     tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
 ) -> None:
     """Run workers of the site CONFIG in a batch job (what ``cluster:`` sites submit)."""
@@ -186,7 +189,7 @@ def site_worker(
             memory_limit=memory_limit, death_timeout=death_timeout,
             local_directory=local_directory, interface=interface, relay=relay,
             listen_host=listen_host, config_dir=os.path.dirname(os.path.abspath(config)),
-            security=_security(tls_ca_file, tls_cert, tls_key),
+            security=_security(tls_ca_file, tls_cert, tls_key), secrets_from=secrets_from,
         ))
     except (ConfigError, FederationError, PermissionError, FileNotFoundError) as e:
         click.echo(f"error: {e}", err=True)

@@ -114,24 +114,33 @@ async def run_site_worker(
     listen_host: str | None = None,
     config_dir: str | None = None,
     security: Security | None = None,
+    secrets_from: str | None = None,
 ) -> None:
     """Workers of a site in a batch job (``dask federation site-worker``), until they stop
     (the hub went away for ``death_timeout`` s) or SIGINT/SIGTERM (e.g. ``scancel``).
 
     The site's registration secrets come from the environment the job script exports:
     ``$FEDERATION_CAPABILITY_KEY`` (the hub's key the workers check capabilities with),
-    ``$FEDERATION_SITE_SESSION`` and ``$FEDERATION_RELAY_TOKEN``.
+    ``$FEDERATION_SITE_SESSION`` and ``$FEDERATION_RELAY_TOKEN``; in Kubernetes worker
+    pods, from the site process at ``secrets_from`` (see :mod:`federation.kubernetes`).
 
     Raises :class:`ConfigError` if the capability key or the relay token is missing.
     """
     use_config_dir(config_dir)
-    key = os.environ.get("FEDERATION_CAPABILITY_KEY")
-    token = os.environ.get("FEDERATION_RELAY_TOKEN")
+    env = dict(os.environ)
+    if secrets_from:
+        from .kubernetes import bootstrap_token, fetch_worker_secrets
+
+        env.update(await fetch_worker_secrets(secrets_from, bootstrap_token(), death_timeout))
+    # outbound-only Kubernetes pods learn the hub's relay port with the secrets
+    relay = relay or env.get("FEDERATION_RELAY_ADDRESS")
+    key = env.get("FEDERATION_CAPABILITY_KEY")
+    token = env.get("FEDERATION_RELAY_TOKEN")
     if not key or not token:
         raise ConfigError(
             "site-worker needs the site's registration secrets in $FEDERATION_CAPABILITY_KEY "
-            "and $FEDERATION_RELAY_TOKEN; the job scripts 'dask federation site' submits "
-            "export them"
+            "and $FEDERATION_RELAY_TOKEN (the job scripts 'dask federation site' submits "
+            "export them), or --secrets-from the site process (Kubernetes worker pods)"
         )
     # with a relay token the workers get tickets to reach other sites' relayed workers
     dask.config.set({
@@ -156,7 +165,7 @@ async def run_site_worker(
         cfg, hub, names, security=security, relay=bool(relay), nthreads=nthreads,
         memory_limit=memory_limit, local_directory=local_directory,
         death_timeout=death_timeout, interface=None if relay else interface,
-        capability_key=key, session=os.environ.get("FEDERATION_SITE_SESSION"),
+        capability_key=key, session=env.get("FEDERATION_SITE_SESSION"),
     )
     await asyncio.gather(*nannies)
     logger.info("Site %s: workers %s joined the hub %s", cfg.site, names, hub)

@@ -250,6 +250,10 @@ class Site:
                 raise ConfigError(
                     f"results_dir: cannot create {self.cfg.results_dir!r}: {e.strerror}"
                 ) from None
+        if self.cfg.cluster.type == "kubernetes":
+            from .kubernetes import bootstrap_token
+
+            bootstrap_token()  # before registering: a pod without it cannot serve its workers
         self.catalog = await asyncio.to_thread(scan_catalog, self.cfg)
         self.methods = await asyncio.to_thread(scan_methods, self.cfg)
         await asyncio.to_thread(check_strict_modules, self.cfg)
@@ -271,9 +275,10 @@ class Site:
         if self.cfg.cluster.type == "kubernetes":
             # the dask-kubernetes operator starts the workers; it asks this process how many
             if self.operator is None:
-                from .kubernetes import OperatorAPI
+                from .kubernetes import OperatorAPI, bootstrap_token
 
-                self.operator = OperatorAPI(self.cfg, self._hub)
+                self.operator = OperatorAPI(self.cfg, self._hub, self._worker_secrets,
+                                            bootstrap_token())
                 self.operator.start(self.operator_port)
             return
         if self.cfg.cluster.type != "local":
@@ -282,11 +287,7 @@ class Site:
             self.jobs = SiteJobs(
                 self.cfg, hub=self.hub, config_file=self.config_file, session=self.session,
                 security=self.security, relay=self._relay_settings(),
-                worker_env={
-                    "FEDERATION_CAPABILITY_KEY": self.capability_key or "",
-                    "FEDERATION_SITE_SESSION": self.session,
-                    "FEDERATION_RELAY_TOKEN": dask.config.get("federation.relay.token"),
-                },
+                worker_env=self._worker_secrets() or {},
             )
             await self.jobs.start()
             return
@@ -319,6 +320,22 @@ class Site:
             await self.register(deadline=None)
             await self._start_workers()
             logger.info("Site %s reconnected", self.cfg.site)
+
+    def _worker_secrets(self) -> dict[str, str] | None:
+        """What workers started outside this process (batch jobs, Kubernetes pods) need
+        from the registration, as the environment of ``site-worker``; ``None`` while
+        the site is not registered."""
+        if not self.capability_key:
+            return None
+        values = {
+            "FEDERATION_CAPABILITY_KEY": self.capability_key,
+            "FEDERATION_SITE_SESSION": self.session,
+            "FEDERATION_RELAY_TOKEN": dask.config.get("federation.relay.token"),
+        }
+        relay = self._relay_settings()
+        if relay is not None:  # the hub's relay port comes with the registration
+            values["FEDERATION_RELAY_ADDRESS"] = relay["federation.relay.address"]
+        return values
 
     def _hub(self, timeout: float | None = None) -> rpc:
         args = self.security.get_connection_args("client") if self.security else None

@@ -305,21 +305,27 @@ def test_rejected_and_failing_jobs_are_reported(hpc_federation, slurm):
     lf.stop("broken")
 
 
-@pytest.mark.xfail(
-    reason="cluster: kubernetes worker pods do not yet get the site's registration secrets "
-    "(FEDERATION_CAPABILITY_KEY ...), so site-worker stops; see README 'Limitations'",
-    strict=False,
-)
-def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path):
+def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path, monkeypatch):
     """What the dask-kubernetes operator asks a kubernetes site (the DaskCluster's
     scheduler pod): the pods its demand needs, and to retire pods through the hub. The
-    operator's worker pods are played by 'dask federation site-worker' processes."""
+    operator's worker pods are played by 'dask federation site-worker' processes, which
+    get the site's registration secrets from the site process with the bootstrap token
+    (a pod with another token gets nothing it can use)."""
     import sys
 
     from federation.local import free_port
 
     lf = hpc_federation
     port = free_port()
+    token = "b" * 43  # the Secret both pods mount; the site process inherits it
+    monkeypatch.setenv("FEDERATION_SITE_BOOTSTRAP_TOKEN", token)
+    secrets_url = f"http://127.0.0.1:{port}/federation/v1/worker-secrets"
+
+    def pod(name: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "federation.cli", "site-worker", str(config),
+                lf.address, "--name", name, "--nthreads", "1", "--memory-limit", "1GiB",
+                "--secrets-from", secrets_url, *extra]
+
     config = make_site(lf.root, "kube", "sst", "sst.zarr", nthreads=1, adapt={
         "minimum": 0, "maximum": 2}, cluster={"type": "kubernetes", "image": "x", "cores": 1,
                                               "memory": "1GiB"})
@@ -331,15 +337,19 @@ def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path):
             return json.load(r)["workers"]
 
     assert target() == 0  # idle: no pods
+    with urllib.request.urlopen(secrets_url, timeout=10) as r:
+        sealed = r.read()  # what anyone on the pod network can fetch: sealed
+    assert b"FEDERATION_CAPABILITY_KEY" not in sealed
+    impostor = subprocess.run(
+        pod("impostor", "--death-timeout", "20"), capture_output=True, text=True, timeout=60,
+        env={**os.environ, "FEDERATION_SITE_BOOTSTRAP_TOKEN": "i" * 43},
+    )
+    assert impostor.returncode == 2 and "do not open" in impostor.stderr
     with lf.connect() as fed:
         future = fed.client.compute(fed.open_dataset("kube/sst").sst.mean(["lat", "lon"]))
         assert wait_for(lambda: target() == 2, 30, "demand for two pods")
-        pod = subprocess.Popen(
-            [sys.executable, "-m", "federation.cli", "site-worker", str(config), lf.address,
-             "--name", "fed-kube-default-worker-1a2b", "--nthreads", "1",
-             "--memory-limit", "1GiB"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        worker = subprocess.Popen(pod("fed-kube-default-worker-1a2b"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             result = future.result(timeout=120)
             xr.testing.assert_allclose(result, _reference(lf.root / "kube" / "sst.zarr"))
@@ -353,12 +363,12 @@ def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path):
             assert retired == {"fed-kube-default-worker-1a2b":
                                {"name": "fed-kube-default-worker-1a2b"}}
             wait_for(lambda: fed.sites()["kube"]["workers"] == [], 30, "the pod's worker gone")
-            assert pod.wait(30) is not None  # the process ends with its worker
+            assert worker.wait(30) is not None  # the process ends with its worker
             status = wait_for(lambda: fed.sites()["kube"]["jobs"], 10, "reported workers")
             assert status["type"] == "kubernetes" and status["maximum"] == 2
         finally:
-            if pod.poll() is None:
-                pod.kill()
+            if worker.poll() is None:
+                worker.kill()
     lf.stop("kube")
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from federation.config import parse_site_config
-from federation.kubernetes import operator_manifests
+from federation.kubernetes import open_secrets, operator_manifests, seal_secrets
 
 operator = pytest.importorskip("dask_kubernetes.operator", reason="needs the 'kubernetes' extra")
 kv = pytest.importorskip("kubernetes_validate", reason="needs the 'helm' extra")
@@ -57,7 +57,8 @@ def test_operator_spec_runs_the_site_and_its_workers():
     docs = operator_manifests(cfg, "tcp://hub:8786")
     cluster, spec, scaler = cluster_parts(docs)
     for doc in docs:
-        crd_validate(doc)
+        if doc["apiVersion"].startswith("kubernetes.dask.org/"):
+            crd_validate(doc)
     pod_validate(spec["worker"]["spec"], "worker")
     pod_validate(spec["scheduler"]["spec"], "scheduler")
     (worker,) = spec["worker"]["spec"]["containers"]
@@ -65,6 +66,7 @@ def test_operator_spec_runs_the_site_and_its_workers():
         "dask", "federation", "site-worker", "/etc/federation/site.yaml", "tcp://hub:8786",
         "--nworkers", "2", "--nthreads", "2", "--memory-limit", str(4 * 1024**3),
         "--name", "$(DASK_WORKER_NAME)",
+        "--secrets-from", "http://fed-awi-scheduler:8787/federation/v1/worker-secrets",
     ]
     assert worker["resources"]["limits"] == {"cpu": "4", "memory": "8192Mi"}
     (site,) = spec["scheduler"]["spec"]["containers"]
@@ -74,6 +76,23 @@ def test_operator_spec_runs_the_site_and_its_workers():
     # the operator counts pods of 2 workers: adapt 0..6 workers is 0..3 pods
     assert scaler["spec"] == {"cluster": "fed-awi", "minimum": 0, "maximum": 3}
     assert spec["worker"]["replicas"] == 0
+    # both pods mount the bootstrap token from the Secret the manifests include
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    kv.validate(secret, KUBE_VERSION, strict=True)
+    token = {"name": "FEDERATION_SITE_BOOTSTRAP_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "fed-awi-bootstrap", "key": "bootstrap-token"}}}
+    assert worker["env"] == [token] and site["env"] == [token]
+    assert len(secret["stringData"]["bootstrap-token"]) >= 32
+
+
+def test_worker_secrets_open_only_with_the_bootstrap_token():
+    sealed = seal_secrets({"FEDERATION_CAPABILITY_KEY": "k" * 64}, "t" * 43)
+    assert b"kkkk" not in sealed
+    assert open_secrets(sealed, "t" * 43) == {"FEDERATION_CAPABILITY_KEY": "k" * 64}
+    with pytest.raises(PermissionError, match="FEDERATION_SITE_BOOTSTRAP_TOKEN"):
+        open_secrets(sealed, "u" * 43)
+    with pytest.raises(PermissionError):
+        open_secrets(sealed[:-4] + b"AAAA", "t" * 43)  # altered
 
 
 def test_fixed_kubernetes_site_has_no_autoscaler():
@@ -88,9 +107,11 @@ OPERATOR_ON = {"operator": {"enabled": True, "minReplicas": 0, "maxReplicas": 3}
                "autoscaling": {"enabled": False}}
 
 
-@pytest.mark.parametrize("tls", [False, True])
-def test_site_chart_operator_mode(tls):
+@pytest.mark.parametrize("tls, outbound", [(False, False), (True, False), (False, True)])
+def test_site_chart_operator_mode(tls, outbound):
     values = merge(example("site-awi-values.yaml"), OPERATOR_ON)
+    if outbound:  # worker pods learn the relay with the site's secrets
+        values = merge(values, {"site": {"connectivity": "outbound-only"}})
     if tls:
         values = merge(values, {"tls": {"enabled": True, "secretName": "awi-tls"},
                                 "site": {"hub": "tls://hub.example.org:8786"}})
@@ -98,14 +119,14 @@ def test_site_chart_operator_mode(tls):
     assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2]
     docs = render(SITE, values)
     assert sorted(d["kind"] for d in docs) == [
-        "ConfigMap", "DaskAutoscaler", "DaskCluster", "ServiceAccount"]
+        "ConfigMap", "DaskAutoscaler", "DaskCluster", "Secret", "ServiceAccount"]
     cluster, spec, scaler = cluster_parts(docs)
     for doc in (cluster, scaler):
         crd_validate(doc)
     for part in ("worker", "scheduler"):
         pod_validate(spec[part]["spec"], part)
     for doc in docs:
-        if doc["kind"] in ("ConfigMap", "ServiceAccount"):
+        if doc["kind"] in ("ConfigMap", "Secret", "ServiceAccount"):
             kv.validate(doc, KUBE_VERSION, strict=True)
     assert scaler["spec"] == {"cluster": cluster["metadata"]["name"], "minimum": 0, "maximum": 3}
 
@@ -121,6 +142,14 @@ def test_site_chart_operator_mode(tls):
                         values["site"]["hub"]]
     assert args[args.index("--nworkers") + 1] == str(workers)
     assert ("--tls-cert" in args) == tls
+    name = cluster["metadata"]["name"]
+    assert args[args.index("--secrets-from") + 1] == (
+        f"http://{name}-scheduler:8787/federation/v1/worker-secrets")
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    assert len(secret["data"]["bootstrap-token"]) > 40
+    for container in (worker, spec["scheduler"]["spec"]["containers"][0]):
+        assert {"name": "FEDERATION_SITE_BOOTSTRAP_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": f"{name}-bootstrap", "key": "bootstrap-token"}}} in container["env"]
     (site,) = spec["scheduler"]["spec"]["containers"]
     assert "--operator-api" in site["args"] and "--join" not in site["args"]
     # workers see the datasets, read-only, like the site process
@@ -130,7 +159,6 @@ def test_site_chart_operator_mode(tls):
 
 @pytest.mark.parametrize("override, message", [
     ({"autoscaling": {"enabled": True}}, "disable autoscaling"),
-    ({"site": {"connectivity": "outbound-only"}}, "outbound-only is not supported"),
     ({"operator": {"minReplicas": 5, "maxReplicas": 2}}, "must not exceed"),
 ])
 def test_site_chart_operator_mode_refusals(override, message):
