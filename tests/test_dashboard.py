@@ -19,6 +19,8 @@ import xarray as xr
 
 from scheduler_plugins.dashboard import DashboardPlugin, FederationPage, TrafficHistory
 
+from .wait import async_wait
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = os.environ.get("FEDERATION_CHROMIUM") or shutil.which("chromium") or next(
     (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None
@@ -124,21 +126,23 @@ class Chromium:
         await self.send("Page.navigate", url=url)
 
     async def wait_for(self, expression: str, timeout: float = 30, what: str = "") -> object:
-        deadline = time.monotonic() + timeout
-        while True:
+        """The value of ``expression`` in the page once it is truthy; on timeout an error
+        with the page's text and its script errors."""
+
+        async def probe() -> object:
             try:
-                value = await self.evaluate(expression)
-            except RuntimeError:
-                value = None
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                text = await self.evaluate(DEEP_TEXT)
-                raise AssertionError(
-                    f"timed out waiting for {what or expression}; page text:\n{text[:3000]}\n"
-                    f"errors: {self.errors}"
-                )
-            await asyncio.sleep(0.25)
+                return await self.evaluate(expression)
+            except RuntimeError:  # not yet defined in the page
+                return None
+
+        try:
+            return await async_wait(probe, timeout, what or expression, interval=0.25)
+        except TimeoutError:
+            text = await self.evaluate(DEEP_TEXT)
+            raise AssertionError(
+                f"timed out waiting for {what or expression}; page text:\n{text[:3000]}\n"
+                f"errors: {self.errors}"
+            ) from None
 
     async def screenshot(self, path: Path) -> Path:
         shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
@@ -162,7 +166,10 @@ def save_artifact(path: Path) -> None:
     shutil.copy(path, ARTIFACTS / path.name)
 
 
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def needs_chromium(test):
+    """Browser tests: slow (a Chromium per test), skipped where Chromium is missing."""
+    return pytest.mark.slow(
+        pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")(test))
 
 
 def run_in_chromium(tmp_path: Path, steps) -> None:

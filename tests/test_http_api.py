@@ -23,6 +23,7 @@ from scheduler_plugins.http_openapi import openapi_document
 
 from .conftest import make_site
 from .test_dashboard import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium, save_artifact
+from .wait import wait
 
 API = "/federation/api/v1"
 JS_TESTS = Path(__file__).parent / "js"
@@ -69,13 +70,17 @@ def conforms(body: object, schema: str) -> None:
 
 
 def wait_job(base: str, job: dict, token: str | None = None, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while job["status"] in ("pending", "running"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+    """The job once it has finished (each status read checked against the schema)."""
+
+    def finished() -> bool:
+        nonlocal job
         status, _, job = request(base, "GET", f"{API}/jobs/{job['id']}", token=token)
         assert status == 200, job
         conforms(job, "Job")
+        return job["status"] not in ("pending", "running")
+
+    if job["status"] in ("pending", "running"):
+        wait(finished, timeout, f"job {job['id']} to finish")
     return job
 
 
@@ -328,8 +333,9 @@ def test_traffic(open_hub, fed):
     assert body["total"] == sum(r[2] for r in body["rows"]) > 0
     assert {r[1] for r in body["rows"]} & {"client", "awi", "geomar"}
     assert body["tasks"]["awi"] > 0 and body["window"] is None
-    time.sleep(2.5)  # one history sample later
-    status, _, minute = request(open_hub, "GET", f"{API}/traffic?window=60")
+    # one history sample later
+    status, _, minute = wait(lambda: (r := request(open_hub, "GET", f"{API}/traffic?window=60"))
+                             [2].get("total") and r, 30, "a traffic history sample")
     assert status == 200 and minute["window"] == 60
     assert 0 < minute["total"] <= body["total"] + 10**6
     status, _, err = request(open_hub, "GET", f"{API}/traffic?window=-5")

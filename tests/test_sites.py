@@ -12,6 +12,7 @@ import xarray as xr
 from distributed import get_task_stream
 
 from .conftest import make_site, open_local, worker_sites
+from .wait import wait
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -137,11 +138,10 @@ def test_site_without_workers_makes_its_tasks_wait(tmp_path, local_federation, f
     local_federation.start_site(cfg)
     t2m = fed.open_dataset("flaky/t2m").t2m.mean()
     local_federation.stop("flaky")
-    deadline = time.monotonic() + 20
-    while "flaky" in set(worker_sites(fed).values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait(lambda: "flaky" not in set(worker_sites(fed).values()), 20, "flaky's workers gone",
+         interval=0.1)
     future = fed.client.compute(t2m)
-    time.sleep(3)
+    time.sleep(3)  # a negative check: still pending after a while
     assert future.status == "pending"
     states = fed.client.run_on_scheduler(
         lambda dask_scheduler: {ts.state for ts in dask_scheduler.tasks.values()}
