@@ -6,6 +6,9 @@ where that is, and what the hub decided before."""
 
 from __future__ import annotations
 
+import asyncio
+from time import monotonic
+
 import numpy as np
 import pytest
 from dask import delayed
@@ -78,15 +81,27 @@ async def test_the_site_queue_admits_reads_only_while_the_site_has_slots(c, s, a
     assert all(s.tasks[f.key].erred_on == {a.address} for f in reads)  # all ran, at awi
 
 
-@hub_cluster("geomar", config={"federation.site-outage-timeout": "1s"})
-async def test_reads_of_a_site_without_workers_wait_then_fail_naming_it(c, s, g):
-    s.plugins["federation-catalog"].state.register("awi", "test-awi", "inproc://test", [])
+@hub_cluster("awi/sst", "geomar", config={"federation.site-outage-timeout": "2s"})
+async def test_reads_of_a_site_without_workers_wait_then_fail_naming_it(c, s, a, g):
+    """awi's last worker leaves: its reads wait (never run elsewhere), the hub keeps
+    serving and shows the site without workers, and after the outage timeout the reads
+    fail naming the site."""
+    await a.close()
+    await async_wait(lambda: a.address not in s.workers, 10, "awi's worker gone")
     read = _read(c, "awi/sst", "read-lonely")
+    started = monotonic()
     await async_wait(lambda: read.key in s.tasks and s.tasks[read.key].state == "no-worker",
                      10, "the read waiting")
-    with pytest.raises(SiteUnavailable, match="unavailable for more than 1 s"):
+    await asyncio.sleep(0.5)  # a negative check: still waiting a while later
+    assert read.status == "pending"
+    assert {ts.state for ts in s.tasks.values()} >= {"no-worker"}
+    assert "processing" not in {ts.state for ts in s.tasks.values()}
+    assert (await c.scheduler.federation_sites())["awi"]["status"] in ("offline", "no workers")
+    with pytest.raises(SiteUnavailable, match="site 'awi' .* unavailable for more than 2 s"):
         await read
+    assert 1.5 < monotonic() - started < 30
     assert not s.tasks[read.key].erred_on  # it never ran anywhere
+    assert (await c.scheduler.federation_sites())["geomar"]["status"] == "connected"
 
 
 @hub_cluster("awi/sst", "geomar/chl",
