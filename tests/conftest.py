@@ -123,6 +123,14 @@ def local_federation(federations):
     return federations.get("plain")
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A CA and certificates made with the CLI (tests/pki.py), one per module."""
+    from .pki import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture(scope="session")
 def fed(local_federation):
     with local_federation.connect() as fed:

@@ -24,7 +24,7 @@ from federation.local import LocalFederation
 from federation.security import init_ca, issue, issued, revoke, revoked_serials, security
 
 from .conftest import make_site
-from .test_trust import _cli, _creds, pki  # noqa: F401 - pki is a fixture
+from .pki import _cli, _creds
 from .wait import wait
 
 GRANTS = {"alice": ["awi/*", "geomar/*"], "bob": ["awi/*"], "carol": ["awi/*"],
@@ -32,7 +32,7 @@ GRANTS = {"alice": ["awi/*", "geomar/*"], "bob": ["awi/*"], "carol": ["awi/*"],
 
 
 @pytest.fixture(scope="module")
-def hub(pki, tmp_path_factory):  # noqa: F811 - the imported fixture
+def hub(pki, tmp_path_factory):
     root = tmp_path_factory.mktemp("handlers")
     hub_yaml = root / "hub.yaml"
     hub_yaml.write_text(yaml.safe_dump({"grants": GRANTS}))
@@ -57,7 +57,7 @@ def hub(pki, tmp_path_factory):  # noqa: F811 - the imported fixture
         lf.close()
 
 
-def call(lf, pki, who: str, op: str, **kwargs):  # noqa: F811
+def call(lf, pki, who: str, op: str, **kwargs):
     """One RPC to the hub (or ``address=``) over a fresh TLS connection as ``who``."""
     sec = security(*_creds(pki, who))
     address = kwargs.pop("address", lf.address)
@@ -69,7 +69,7 @@ def call(lf, pki, who: str, op: str, **kwargs):  # noqa: F811
     return asyncio.run(go())
 
 
-def connect(lf, pki, who: str):  # noqa: F811
+def connect(lf, pki, who: str):
     return lf.connect(security=security(*_creds(pki, who)))
 
 
@@ -89,7 +89,7 @@ def workers(fed) -> dict[str, str]:
             for a, w in info.items()}
 
 
-def test_every_federation_handler_is_in_the_table(hub, pki):  # noqa: F811
+def test_every_federation_handler_is_in_the_table(hub, pki):
     from scheduler_plugins.handlers import TABLE
 
     with connect(hub, pki, "hub-hub") as fed:
@@ -100,7 +100,7 @@ def test_every_federation_handler_is_in_the_table(hub, pki):  # noqa: F811
     assert ops and set(ops) <= set(TABLE)
 
 
-def test_user_cannot_announce_a_result_that_shadows_a_dataset(hub, pki):  # noqa: F811
+def test_user_cannot_announce_a_result_that_shadows_a_dataset(hub, pki):
     """Attack 1: a user announces 'awi/sst' with egress 'any' as a result of awi."""
     sst = call(hub, pki, "user-alice", "federation_dataset", name="awi/sst")
     assert sst["egress"] == "none"
@@ -121,7 +121,7 @@ def test_user_cannot_announce_a_result_that_shadows_a_dataset(hub, pki):  # noqa
         assert fed.provenance(ref)["published_by"] == "alice"
 
 
-def test_site_cannot_announce_entries_outside_its_namespace(hub, pki):  # noqa: F811
+def test_site_cannot_announce_entries_outside_its_namespace(hub, pki):
     """A hostile site announces awi's dataset, or a 'result' named like a dataset."""
     sst = call(hub, pki, "site-geomar", "federation_dataset", name="awi/sst")
     chl = call(hub, pki, "site-geomar", "federation_dataset", name="geomar/chl")
@@ -159,7 +159,7 @@ def test_site_cannot_announce_entries_outside_its_namespace(hub, pki):  # noqa: 
         ("federation_relay_reset", {}, {"cut": 0}),
     ],
 )
-def test_site_handlers_act_only_under_the_callers_name(hub, pki, op, kwargs, legit):  # noqa: F811
+def test_site_handlers_act_only_under_the_callers_name(hub, pki, op, kwargs, legit):
     """Every handler that takes a site name: another site's name and users are refused."""
     with pytest.raises(PermissionError, match="site 'geomar' cannot .* site 'awi'"):
         call(hub, pki, "site-geomar", op, site="awi", **kwargs)
@@ -175,7 +175,7 @@ def test_site_handlers_act_only_under_the_callers_name(hub, pki, op, kwargs, leg
     assert "geomar" in call(hub, pki, "user-alice", "federation_sites")
 
 
-def test_member_list_is_for_sites(hub, pki):  # noqa: F811
+def test_member_list_is_for_sites(hub, pki):
     with pytest.raises(PermissionError, match="user 'alice' may not call 'federation_members'"):
         call(hub, pki, "user-alice", "federation_members")
     members = call(hub, pki, "site-geomar", "federation_members")
@@ -183,7 +183,7 @@ def test_member_list_is_for_sites(hub, pki):  # noqa: F811
         assert sorted(members["workers"]) == sorted(workers(fed).values())
 
 
-def test_results_belong_to_their_publisher(hub, pki):  # noqa: F811
+def test_results_belong_to_their_publisher(hub, pki):
     import dask
 
     from federation.results import write_result
@@ -237,7 +237,7 @@ def _listening() -> tuple[socket.socket, list]:
     return server, accepted
 
 
-def test_worker_gathers_only_from_federation_workers(hub, pki):  # noqa: F811
+def test_worker_gathers_only_from_federation_workers(hub, pki):
     """Attack 3: a peer makes a site worker dial an arbitrary host:port.
 
     Users cannot reach workers at all (workers close users' connections, and the hub
@@ -270,7 +270,7 @@ def test_worker_gathers_only_from_federation_workers(hub, pki):  # noqa: F811
     server.close()
 
 
-def test_removing_a_grant_and_revoking_a_certificate_take_effect(hub, pki):  # noqa: F811
+def test_removing_a_grant_and_revoking_a_certificate_take_effect(hub, pki):
     """Revocation: no hub restart; the revoked user is disconnected and turned away."""
     ca = pki / "ca"
     issue(ca, "user", "carol")

@@ -8,9 +8,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -21,40 +18,15 @@ from referencing.jsonschema import DRAFT202012
 from federation.local import LocalFederation
 from scheduler_plugins.http_openapi import openapi_document
 
+from .browser import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium, save_artifact
 from .conftest import make_site
-from .test_dashboard import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium, save_artifact
 from .wait import wait
+from .webclient import API, request
 
-API = "/federation/api/v1"
 JS_TESTS = Path(__file__).parent / "js"
 NODE = shutil.which("node")
 
 # -- HTTP helpers ----------------------------------------------------------------------------
-
-
-def request(
-    base: str, method: str, path: str, body: object = None, token: str | None = None,
-    raw: bytes | None = None, headers: dict | None = None,
-) -> tuple[int, Message, object]:
-    """(status, headers, parsed JSON or text) of one request; errors are answers too."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(base + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            status, hdrs, text = r.status, r.headers, r.read().decode()
-    except urllib.error.HTTPError as e:
-        status, hdrs, text = e.code, e.headers, e.read().decode()
-    try:
-        return status, hdrs, json.loads(text)
-    except ValueError:
-        return status, hdrs, text
-
 
 OPENAPI = openapi_document()
 REGISTRY = Registry().with_resource("urn:openapi", DRAFT202012.create_resource(OPENAPI))

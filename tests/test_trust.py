@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from federation.local import LocalFederation
-from federation.security import init_ca, issue, security
+from federation.security import security
 
 from .conftest import make_site
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "federation.cli", *args], capture_output=True, text=True,
-        timeout=90,
-    )
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    proc = _cli("certs", "init", str(root / "ca"))
-    assert proc.returncode == 0, proc.stderr
-    for args in (["--hub"], ["--site", "awi"], ["--site", "geomar"], ["--user", "alice"],
-                 ["--user", "bob"]):
-        proc = _cli("certs", "issue", str(root / "ca"), *args)
-        assert proc.returncode == 0, proc.stderr
-    init_ca(root / "other")  # a CA that is not the federation's
-    issue(root / "other", "user", "mallory")
-    return root
-
-
-def _creds(pki, name: str, ca: str = "ca") -> tuple[str, str, str]:
-    d = pki / ca
-    return str(d / "ca.pem"), str(d / f"{name}.pem"), str(d / f"{name}-key.pem")
+from .pki import _cli, _creds
 
 
 @pytest.fixture(scope="module")
