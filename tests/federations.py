@@ -27,6 +27,7 @@ import yaml
 from federation.local import LocalFederation
 
 from .conftest import AWI_METHODS, AWI_TOOLS, SITES, make_site
+from .pki import _creds, make_pki
 
 
 def plain(root: Path) -> Iterator[LocalFederation]:
@@ -105,8 +106,24 @@ def policy(root: Path) -> Iterator[LocalFederation]:
         lf.close()
 
 
+def tls(root: Path) -> Iterator[LocalFederation]:
+    """Mutual TLS: a CA made with the CLI (``pki``: tests/pki.py), hub, awi and geomar
+    (10 days each); grants: alice awi/*, site:awi everything; bob and mallory nothing."""
+    pki = make_pki(root / "pki")
+    hub_yaml = root / "hub.yaml"
+    hub_yaml.write_text(yaml.safe_dump({"grants": {"alice": ["awi/*"], "site:awi": ["*"]}}))
+    with LocalFederation(root / "logs", dashboard=False, tls=_creds(pki, "hub-hub"),
+                         hub_args=("--config", str(hub_yaml))) as lf:
+        for site, kind, filename in (("awi", "sst", "sst.zarr"), ("geomar", "chl", "chl.zarr")):
+            cfg = make_site(root, site, kind, filename, size=10 * 180 * 360 * 4)
+            ca, cert, key = _creds(pki, f"site-{site}")
+            lf.start_site(cfg, "--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key)
+        lf.root, lf.pki = root, pki
+        yield lf
+
+
 KINDS: dict[str, Callable[[Path], Iterator[LocalFederation]]] = {
-    "plain": plain, "strict": strict, "policy": policy,
+    "plain": plain, "strict": strict, "policy": policy, "tls": tls,
 }
 
 

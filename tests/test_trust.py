@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from federation.local import LocalFederation
 from federation.security import security
 
 from .conftest import make_site
@@ -13,24 +11,15 @@ from .pki import _cli, _creds
 
 
 @pytest.fixture(scope="module")
-def tls_federation(pki, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tls")
-    hub_yaml = root / "hub.yaml"
-    hub_yaml.write_text(yaml.safe_dump({"grants": {"alice": ["awi/*"], "site:awi": ["*"]}}))
-    lf = LocalFederation(
-        root / "logs", dashboard=False, tls=_creds(pki, "hub-hub"),
-        hub_args=("--config", str(hub_yaml)),
-    )
-    lf.start_hub()
-    try:
-        for site, kind, filename in (("awi", "sst", "sst.zarr"), ("geomar", "chl", "chl.zarr")):
-            cfg = make_site(root, site, kind, filename, size=10 * 180 * 360 * 4)
-            ca, cert, key = _creds(pki, f"site-{site}")
-            lf.start_site(cfg, "--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key)
-        lf.root = root
-        yield lf
-    finally:
-        lf.close()
+def tls_federation(federations):
+    """TLS hub, awi and geomar; alice may use awi (``tests/federations.py``: ``tls``)."""
+    return federations.get("tls")
+
+
+@pytest.fixture(scope="module")
+def pki(tls_federation):
+    """That federation's CA (it has its own: this module's certificates must match it)."""
+    return tls_federation.pki
 
 
 def test_user_with_certificate_and_grant_computes(tls_federation, pki):
