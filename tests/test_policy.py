@@ -10,13 +10,14 @@ from federation import PolicyError
 
 from .conftest import open_local
 
+pytestmark = pytest.mark.parametrize("federation", ["policy"], indirect=True)
 
-@pytest.fixture(scope="module")
-def policy_federation(federations):
+
+@pytest.fixture
+def policy_federation(federation):
     """(federation, client): polar/sst egress none (+ a published method), ocean/chl
     aggregated at most 1 kB, ice/t2m none (``tests/federations.py``: ``policy``)."""
-    lf = federations.get("policy")
-    return lf, lf.fed
+    return federation, federation.fed
 
 
 def test_catalog_shows_policies(policy_federation):
