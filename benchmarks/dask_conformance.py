@@ -10,20 +10,25 @@ from a git checkout of distributed with ``git archive`` at the tag of the instal
 report says so), and runs each module twice: plain, and with
 ``DASK_DISTRIBUTED__SCHEDULER__PRELOAD='["scheduler_plugins"]'``, which every scheduler the
 tests start (in-process ``gen_cluster`` and ``dask scheduler`` subprocesses alike) reads. A
-sanity module checks that the plugins really are installed in the preload run. Tests are
+sanity test, first and last, checks that the plugins really are installed in every test of
+the preload run (distributed's tests reset dask's config before each test to a snapshot
+taken at import: ``-p federation.settings`` puts our defaults in it first). Tests are
 compared by id from pytest's JUnit XML; the tests that fail only with the plugins are the
 list to look at. Nothing is copied into this repository; the TLS test certificates are put
 next to the installed ``distributed/utils_test.py`` because ``get_cert`` looks for them there.
 
-Not part of CI: the six modules take about an hour on two cores. ``--prefix`` runs every
-pytest through a wrapper (e.g. a slot lock on a shared machine). Writes a JSON summary
-(``--out``, default ``benchmarks/results/conformance-<date>.json``) and prints the counts.
+Needs ``pip install -e ".[conformance]"`` (pytest-rerunfailures: distributed's tests mark
+flaky ones). Not part of CI (too long: see the README). ``--prefix`` runs every pytest
+through a wrapper (e.g. a slot lock on a shared machine). Writes a JSON summary
+(``--out``, default ``benchmarks/results/conformance-<date>.json``; modules already in it
+are kept unless run again) and prints the counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import shlex
@@ -142,9 +147,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(
         f"benchmarks/results/conformance-{datetime.date.today()}.json"))
     args = parser.parse_args()
+    if importlib.util.find_spec("pytest_rerunfailures") is None:
+        parser.error("distributed's tests need pytest-rerunfailures (@pytest.mark.flaky): "
+                     'pip install -e ".[conformance]"')
     ref, note = pick_ref(args.repo, args.ref)
     print(f"distributed {distributed.__version__}; tests from {note}", flush=True)
     report: dict = {"distributed": distributed.__version__, "tests_from": note, "modules": {}}
+    if args.out.exists():  # add to an earlier run's modules
+        report["modules"] = json.loads(args.out.read_text()).get("modules", {})
     with tempfile.TemporaryDirectory(prefix="dask-conformance-") as tmp:
         work = Path(tmp)
         extract(args.repo, ref, work)
