@@ -102,6 +102,7 @@ def test_worker_crash_is_retried_inside_the_site(fed, data_root):
     assert len(fed.sites()["awi"]["workers"]) == 2
 
 
+@pytest.mark.slow  # a minute: the hub waits 30 s for the silent workers' nanny
 def test_partitioned_site_recovers_and_the_computation_finishes(tmp_path, monkeypatch):
     """Pause a whole site (its processes stop answering, like a cut network) for longer
     than the hub's worker TTL: its tasks wait, then finish once it is back."""
