@@ -351,8 +351,10 @@ class Site:
         give_up = None if deadline is None else loop.time() + deadline
         delay = 1.0
         while True:
+            # each try's connect gives up with the deadline (distributed's default is 30 s)
+            left = None if give_up is None else max(give_up - loop.time(), 1.0)
             try:
-                async with self._hub() as hub:
+                async with self._hub(timeout=left) as hub:
                     reply = await hub.federation_register_site(
                         site=self.cfg.site,
                         session=self.session,

@@ -14,7 +14,7 @@ import xarray as xr
 
 from federation.demo import write_dataset
 from federation.labels import site_of
-from federation.local import LocalFederation, write_site_config
+from federation.local import write_site_config
 
 # 40 days of a 1° global grid in 8 chunks of 5 days: ~10 MB per variable
 TEST_SIZE = 40 * 180 * 360 * 4
@@ -101,22 +101,34 @@ def data_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def local_federation(data_root, tmp_path_factory):
+def federations(data_root, tmp_path_factory):
+    """The session's subprocess federations by kind (``tests/federations.py``)."""
+    from .federations import Federations
+
+    pool = Federations(tmp_path_factory, data_root)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def federation(request, federations):
+    """A started federation of the kind given by indirect parametrisation
+    (``@pytest.mark.parametrize("federation", ["strict"], indirect=True)``), else ``plain``."""
+    return federations.get(getattr(request, "param", "plain"))
+
+
+@pytest.fixture(scope="session")
+def local_federation(federations):
     """Hub plus awi (2 workers), geomar and dkrz, each reading only its own folder."""
-    configs = {
-        site: make_site(data_root, site, kind, filename, workers=workers)
-        for site, (kind, filename, workers) in SITES.items() if site != "awi"
-    }
-    kind, filename, workers = SITES["awi"]
-    configs["awi"] = make_site(
-        data_root, "awi", kind, filename, tools=AWI_TOOLS, workers=workers, **AWI_METHODS
-    )
-    with LocalFederation(tmp_path_factory.mktemp("logs")) as lf:
-        procs = {site: lf.start_site(cfg, wait=False) for site, cfg in configs.items()}
-        for site, proc in procs.items():
-            lf.wait_for_site(site, proc)
-        lf.configs = configs
-        yield lf
+    return federations.get("plain")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A CA and certificates made with the CLI (tests/pki.py), one per module."""
+    from .pki import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="session")

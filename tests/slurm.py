@@ -23,6 +23,8 @@ from pathlib import Path
 
 from federation.local import free_port
 
+from .wait import wait
+
 DAEMONS = ("slurmctld", "slurmd", "sbatch", "squeue", "scancel", "munged", "munge", "unmunge")
 
 
@@ -53,11 +55,10 @@ def ensure_munge() -> None:
     shutil.chown(key, "munge", "munge")
     key.chmod(0o400)
     subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=False, timeout=10)
-    deadline = time.monotonic() + 10
-    while not _munge_works():
-        if time.monotonic() > deadline:
-            raise SlurmUnavailable("munged did not start (munge -n | unmunge fails)")
-        time.sleep(0.2)
+    try:
+        wait(_munge_works, 10, "munged")
+    except TimeoutError:
+        raise SlurmUnavailable("munged did not start (munge -n | unmunge fails)") from None
 
 
 def node_memory_mb() -> int:

@@ -19,6 +19,8 @@ import xarray as xr
 
 from federation import ArgumentError, ResultError, UnknownDatasetError, UnknownMethodError
 
+from .wait import wait
+
 CLIENT_CASES = [
     ("unknown dataset", lambda f: f.open_dataset("awi/sstt"), UnknownDatasetError,
      "Did you mean 'awi/sst'"),
@@ -89,15 +91,10 @@ def test_worker_claiming_a_site_it_is_not_is_refused(local_federation, fed, reso
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        refused = []
-        while time.monotonic() < deadline and not refused:
-            events = fed.client.get_events("federation")
-            refused = [m for _, m in events if m.get("action") == "worker-refused"
-                       and reason in m["reason"]]
-            time.sleep(0.3)
-        assert refused, "the impostor was not refused"
-        time.sleep(1)
+        wait(lambda: [m for _, m in fed.client.get_events("federation")
+                      if m.get("action") == "worker-refused" and reason in m["reason"]],
+             60, "the impostor refused")
+        time.sleep(1)  # a negative check: it stays out
         assert set(fed.client.scheduler_info()["workers"]) == before
         # awi's reads still go to awi's real workers only
         assert float(fed.open_dataset("awi/sst").sst.mean().compute()) > 0

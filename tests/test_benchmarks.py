@@ -20,6 +20,7 @@ from benchmarks.workloads import WORKLOADS
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_benchmark_runner_in_loopback_mode_on_tiny_data(tmp_path):
     results_dir = tmp_path / "results"

@@ -34,7 +34,7 @@ from federation.read import read_chunk
 from federation.security import init_ca, issue, security
 
 from .conftest import make_site, open_local, worker_sites
-from .test_http_api import API, request
+from .webclient import API, request
 
 SIZE = 10 * 180 * 360 * 4  # 10 days, 2 chunks per variable
 IDX = (slice(0, 1), slice(0, 2), slice(0, 2))

@@ -24,14 +24,15 @@ from federation.local import LocalFederation
 from federation.security import init_ca, issue, issued, revoke, revoked_serials, security
 
 from .conftest import make_site
-from .test_trust import _cli, _creds, pki  # noqa: F401 - pki is a fixture
+from .pki import _cli, _creds
+from .wait import wait
 
 GRANTS = {"alice": ["awi/*", "geomar/*"], "bob": ["awi/*"], "carol": ["awi/*"],
           "site:awi": ["*"], "site:geomar": ["*"]}
 
 
 @pytest.fixture(scope="module")
-def hub(pki, tmp_path_factory):  # noqa: F811 - the imported fixture
+def hub(pki, tmp_path_factory):
     root = tmp_path_factory.mktemp("handlers")
     hub_yaml = root / "hub.yaml"
     hub_yaml.write_text(yaml.safe_dump({"grants": GRANTS}))
@@ -56,7 +57,7 @@ def hub(pki, tmp_path_factory):  # noqa: F811 - the imported fixture
         lf.close()
 
 
-def call(lf, pki, who: str, op: str, **kwargs):  # noqa: F811
+def call(lf, pki, who: str, op: str, **kwargs):
     """One RPC to the hub (or ``address=``) over a fresh TLS connection as ``who``."""
     sec = security(*_creds(pki, who))
     address = kwargs.pop("address", lf.address)
@@ -68,8 +69,17 @@ def call(lf, pki, who: str, op: str, **kwargs):  # noqa: F811
     return asyncio.run(go())
 
 
-def connect(lf, pki, who: str):  # noqa: F811
+def connect(lf, pki, who: str):
     return lf.connect(security=security(*_creds(pki, who)))
+
+
+def _refused(fn, *args, errors: tuple = (PermissionError,), **kwargs) -> bool:
+    """Whether ``fn(*args, **kwargs)`` raises one of ``errors`` (others propagate)."""
+    try:
+        fn(*args, **kwargs)
+    except errors:
+        return True
+    return False
 
 
 def workers(fed) -> dict[str, str]:
@@ -79,7 +89,7 @@ def workers(fed) -> dict[str, str]:
             for a, w in info.items()}
 
 
-def test_every_federation_handler_is_in_the_table(hub, pki):  # noqa: F811
+def test_every_federation_handler_is_in_the_table(hub, pki):
     from scheduler_plugins.handlers import TABLE
 
     with connect(hub, pki, "hub-hub") as fed:
@@ -90,7 +100,7 @@ def test_every_federation_handler_is_in_the_table(hub, pki):  # noqa: F811
     assert ops and set(ops) <= set(TABLE)
 
 
-def test_user_cannot_announce_a_result_that_shadows_a_dataset(hub, pki):  # noqa: F811
+def test_user_cannot_announce_a_result_that_shadows_a_dataset(hub, pki):
     """Attack 1: a user announces 'awi/sst' with egress 'any' as a result of awi."""
     sst = call(hub, pki, "user-alice", "federation_dataset", name="awi/sst")
     assert sst["egress"] == "none"
@@ -111,7 +121,7 @@ def test_user_cannot_announce_a_result_that_shadows_a_dataset(hub, pki):  # noqa
         assert fed.provenance(ref)["published_by"] == "alice"
 
 
-def test_site_cannot_announce_entries_outside_its_namespace(hub, pki):  # noqa: F811
+def test_site_cannot_announce_entries_outside_its_namespace(hub, pki):
     """A hostile site announces awi's dataset, or a 'result' named like a dataset."""
     sst = call(hub, pki, "site-geomar", "federation_dataset", name="awi/sst")
     chl = call(hub, pki, "site-geomar", "federation_dataset", name="geomar/chl")
@@ -149,7 +159,7 @@ def test_site_cannot_announce_entries_outside_its_namespace(hub, pki):  # noqa: 
         ("federation_relay_reset", {}, {"cut": 0}),
     ],
 )
-def test_site_handlers_act_only_under_the_callers_name(hub, pki, op, kwargs, legit):  # noqa: F811
+def test_site_handlers_act_only_under_the_callers_name(hub, pki, op, kwargs, legit):
     """Every handler that takes a site name: another site's name and users are refused."""
     with pytest.raises(PermissionError, match="site 'geomar' cannot .* site 'awi'"):
         call(hub, pki, "site-geomar", op, site="awi", **kwargs)
@@ -165,7 +175,7 @@ def test_site_handlers_act_only_under_the_callers_name(hub, pki, op, kwargs, leg
     assert "geomar" in call(hub, pki, "user-alice", "federation_sites")
 
 
-def test_member_list_is_for_sites(hub, pki):  # noqa: F811
+def test_member_list_is_for_sites(hub, pki):
     with pytest.raises(PermissionError, match="user 'alice' may not call 'federation_members'"):
         call(hub, pki, "user-alice", "federation_members")
     members = call(hub, pki, "site-geomar", "federation_members")
@@ -173,7 +183,7 @@ def test_member_list_is_for_sites(hub, pki):  # noqa: F811
         assert sorted(members["workers"]) == sorted(workers(fed).values())
 
 
-def test_results_belong_to_their_publisher(hub, pki):  # noqa: F811
+def test_results_belong_to_their_publisher(hub, pki):
     import dask
 
     from federation.results import write_result
@@ -227,7 +237,7 @@ def _listening() -> tuple[socket.socket, list]:
     return server, accepted
 
 
-def test_worker_gathers_only_from_federation_workers(hub, pki):  # noqa: F811
+def test_worker_gathers_only_from_federation_workers(hub, pki):
     """Attack 3: a peer makes a site worker dial an arbitrary host:port.
 
     Users cannot reach workers at all (workers close users' connections, and the hub
@@ -245,7 +255,7 @@ def test_worker_gathers_only_from_federation_workers(hub, pki):  # noqa: F811
             admin.client.run(lambda: 1, workers=[target])
         with pytest.raises(PermissionError, match="reaches only workers of the federation"):
             call(hub, pki, "hub-hub", "proxy", msg={"op": "identity"}, worker=target)
-        time.sleep(1)
+        time.sleep(1)  # a negative check: nobody dials in a while
         assert accepted == []
         assert admin.client.run(lambda: 1, workers=[where["geomar"]]) == {where["geomar"]: 1}
         # fetching from a member works: geomar's worker copies a key held at awi
@@ -260,7 +270,7 @@ def test_worker_gathers_only_from_federation_workers(hub, pki):  # noqa: F811
     server.close()
 
 
-def test_removing_a_grant_and_revoking_a_certificate_take_effect(hub, pki):  # noqa: F811
+def test_removing_a_grant_and_revoking_a_certificate_take_effect(hub, pki):
     """Revocation: no hub restart; the revoked user is disconnected and turned away."""
     ca = pki / "ca"
     issue(ca, "user", "carol")
@@ -268,22 +278,14 @@ def test_removing_a_grant_and_revoking_a_certificate_take_effect(hub, pki):  # n
         assert bob.info("awi/sst").egress == carol.info("awi/sst").egress == "none"
         # a grant withdrawn in hub.yaml is gone within seconds
         hub.hub_yaml.write_text(yaml.safe_dump({"grants": {**GRANTS, "bob": []}}))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                bob.info("awi/sst")
-            except PermissionError:
-                break
-            time.sleep(0.5)
+        wait(lambda: _refused(bob.info, "awi/sst"), 20, "bob's grant withdrawn")
         with pytest.raises(PermissionError, match="user 'bob' has no grant for 'awi/sst'"):
             bob.info("awi/sst")
         hub.hub_yaml.write_text(yaml.safe_dump({"grants": GRANTS}))
 
         proc = _cli("certs", "revoke", str(ca), "--user", "carol")
         assert proc.returncode == 0 and "1 certificate(s) revoked" in proc.stdout
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and carol.client.status == "running":
-            time.sleep(0.5)
+        wait(lambda: carol.client.status != "running", 20, "carol disconnected")
         assert carol.client.status != "running"
         with pytest.raises((OSError, TimeoutError)):
             hub.connect(security=security(*_creds(pki, "user-carol")), timeout="3s")
@@ -298,15 +300,14 @@ def test_removing_a_grant_and_revoking_a_certificate_take_effect(hub, pki):  # n
 
         # a revoked site is offline at once: its registration ends, its workers drop out
         assert _cli("certs", "revoke", str(ca), "--site", "geomar").returncode == 0
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and alice.sites()["geomar"]["status"] != "offline":
-            time.sleep(0.5)
+        wait(lambda: alice.sites()["geomar"]["status"] == "offline", 20, "geomar offline")
         assert alice.sites()["geomar"] == {**alice.sites()["geomar"], "status": "offline",
                                           "workers": []}
         assert "geomar/chl" not in set(alice.catalog()["dataset"])
         assert alice.info("awi/sst").egress == "none"
         # site workers learn it from the hub: geomar's certificate no longer reaches awi's
-        time.sleep(3)
+        wait(lambda: _refused(call, hub, pki, "site-geomar", "identity", address=awi,
+                              errors=(OSError, TimeoutError)), 20, "awi's worker refusing geomar")
         with pytest.raises((OSError, TimeoutError)):
             call(hub, pki, "site-geomar", "identity", address=awi)
 

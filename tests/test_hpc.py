@@ -28,20 +28,10 @@ from scheduler_plugins.dashboard import _jobs
 
 from .conftest import make_site
 from .slurm import OneNodeSlurm, SlurmUnavailable
+from .wait import wait
 
 SLURM_SITE = {"type": "slurm", "cores": 1, "memory": "1GiB", "walltime": "00:10:00",
               "log_directory": "logs"}
-
-
-def wait_for(condition, timeout: float = 60, what: str = "condition"):
-    """Poll until `condition()` is truthy (returns it); timeouts are generous upper bounds
-    because job start-up is slow on a loaded machine."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -218,18 +208,18 @@ def test_adaptive_slurm_site_follows_demand(hpc_federation, slurm):
                        adapt={"minimum": 0, "maximum": 2})
     lf.start_site(config)
     with lf.connect() as fed:
-        time.sleep(2.5)  # a heartbeat: the site reports its (zero) jobs
-        awi = fed.sites()["awi"]
+        # a heartbeat: the site reports its (zero) jobs
+        awi = wait(lambda: (a := fed.sites()["awi"])["jobs"] and a, 30, "awi's job report")
         assert awi["workers"] == [] and slurm.jobs("fed-awi") == []
         assert awi["jobs"]["requested"] == 0 and awi["jobs"]["adaptive"]
 
         future = fed.client.compute(fed.open_dataset("awi/sst").sst.mean(["lat", "lon"]))
-        jobs = wait_for(lambda: slurm.jobs("fed-awi"), 30, "jobs in squeue")
+        jobs = wait(lambda: slurm.jobs("fed-awi"), 30, "jobs in squeue")
         assert 1 <= len(jobs) <= 2
         result = future.result(timeout=120)
         xr.testing.assert_allclose(result, _reference(lf.root / "awi" / "sst.zarr"))
         assert fed.sites()["awi"]["tasks_done"] >= 8  # one read per chunk, at awi
-        status = wait_for(lambda: fed.sites()["awi"]["jobs"], 10, "job status")
+        status = wait(lambda: fed.sites()["awi"]["jobs"], 10, "job status")
         assert status["requested"] >= 1 and status["failed"] == 0
         # the same in the HTTP API and the dashboard's sites table
         url = f"http://127.0.0.1:{lf.dashboard_port}/federation/api/v1/sites"
@@ -239,9 +229,9 @@ def test_adaptive_slurm_site_follows_demand(hpc_federation, slurm):
         assert _jobs(status).startswith(f"slurm: {status['running']} running, ")
 
         del future, result
-        wait_for(lambda: not slurm.jobs("fed-awi"), 60, "the jobs to end")
-        wait_for(lambda: fed.sites()["awi"]["workers"] == [], 30, "the workers to leave")
-        assert wait_for(lambda: (j := fed.sites()["awi"]["jobs"]) and j["requested"] == 0
+        wait(lambda: not slurm.jobs("fed-awi"), 60, "the jobs to end")
+        wait(lambda: fed.sites()["awi"]["workers"] == [], 30, "the workers to leave")
+        assert wait(lambda: (j := fed.sites()["awi"]["jobs"]) and j["requested"] == 0
                         and j, 10, "requested 0")["running"] == 0
     lf.stop("awi")
 
@@ -254,7 +244,7 @@ def test_fixed_slurm_site_survives_a_cancelled_job(hpc_federation, slurm):
                        cluster={**SLURM_SITE, "cores": 2, "memory": "2GiB", "processes": 2})
     lf.start_site(config)
     with lf.connect() as fed:
-        workers = wait_for(lambda: len(w := fed.sites()["dkrz"]["workers"]) == 2 and w, 60,
+        workers = wait(lambda: len(w := fed.sites()["dkrz"]["workers"]) == 2 and w, 60,
                            "two workers")
         (job, state), = slurm.jobs("fed-dkrz")
         assert state == "RUNNING" and all(w.rsplit("-", 1)[1] in "01" for w in workers)
@@ -268,18 +258,18 @@ def test_fixed_slurm_site_survives_a_cancelled_job(hpc_federation, slurm):
 
         sst = fed.open_dataset("dkrz/sst").sst
         future = fed.client.compute(sst.map_blocks(slow).mean(["lat", "lon"]))
-        wait_for(lambda: fed.sites()["dkrz"]["tasks_done"] >= 2, 30, "tasks at dkrz")
+        wait(lambda: fed.sites()["dkrz"]["tasks_done"] >= 2, 30, "tasks at dkrz")
         subprocess.run(["scancel", job], env=slurm.env, check=True)
         result = future.result(timeout=120)
         xr.testing.assert_allclose(result, _reference(lf.root / "dkrz" / "sst.zarr"))
         assert fed.sites()["geomar"]["tasks_done"] == geomar_before
-        (new_job, _), = wait_for(lambda: slurm.jobs("fed-dkrz"), 30, "a replacement job")
+        (new_job, _), = wait(lambda: slurm.jobs("fed-dkrz"), 30, "a replacement job")
         assert new_job != job
-        status = wait_for(lambda: (j := fed.sites()["dkrz"]["jobs"]) and j["ended"] and j,
+        status = wait(lambda: (j := fed.sites()["dkrz"]["jobs"]) and j["ended"] and j,
                           10, "the ended job reported")
         assert status["ended"] == 1 and status["failed"] == 0
     lf.stop("dkrz")
-    wait_for(lambda: not slurm.jobs("fed-dkrz"), 30, "jobs cancelled with the site")
+    wait(lambda: not slurm.jobs("fed-dkrz"), 30, "jobs cancelled with the site")
 
 
 def test_rejected_and_failing_jobs_are_reported(hpc_federation, slurm):
@@ -296,11 +286,11 @@ def test_rejected_and_failing_jobs_are_reported(hpc_federation, slurm):
                        cluster={**SLURM_SITE, "python": "/nonexistent/python"})
     lf.start_site(broken)
     with lf.connect() as fed:
-        status = wait_for(lambda: (j := fed.sites()["broken"]["jobs"]) and j["halted"] and j,
+        status = wait(lambda: (j := fed.sites()["broken"]["jobs"]) and j["halted"] and j,
                           60, "the site to stop submitting")
         assert status["failed"] == 3 and "before its workers joined" in status["error"]
         assert "/nonexistent/python" in status["error"]  # the job's own error output
-        time.sleep(3)
+        time.sleep(3)  # a negative check: nothing more happens in a while
         assert fed.sites()["broken"]["jobs"]["failed"] == 3  # not retried forever
     lf.stop("broken")
 
@@ -347,24 +337,28 @@ def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path, monkeypa
     assert impostor.returncode == 2 and "do not open" in impostor.stderr
     with lf.connect() as fed:
         future = fed.client.compute(fed.open_dataset("kube/sst").sst.mean(["lat", "lon"]))
-        assert wait_for(lambda: target() == 2, 30, "demand for two pods")
+        assert wait(lambda: target() == 2, 30, "demand for two pods")
         worker = subprocess.Popen(pod("fed-kube-default-worker-1a2b"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
+            # a pod whose worker cannot start ends: fail then, not after the timeout
+            done = future.done
+            wait(lambda: done() or worker.poll() is not None, 120, "the result")
+            assert future.done(), f"the pod's site-worker exited ({worker.returncode})"
             result = future.result(timeout=120)
             xr.testing.assert_allclose(result, _reference(lf.root / "kube" / "sst.zarr"))
             assert fed.sites()["kube"]["workers"] == ["fed-kube-default-worker-1a2b"]
             del future, result
-            assert wait_for(lambda: target() == 0, 30, "no demand when idle")
+            assert wait(lambda: target() == 0, 30, "no demand when idle")
             request = urllib.request.Request(f"{api}/retire_workers", method="POST",
                                              data=json.dumps({"n": 1}).encode())
             with urllib.request.urlopen(request, timeout=30) as r:
                 retired = json.load(r)
             assert retired == {"fed-kube-default-worker-1a2b":
                                {"name": "fed-kube-default-worker-1a2b"}}
-            wait_for(lambda: fed.sites()["kube"]["workers"] == [], 30, "the pod's worker gone")
+            wait(lambda: fed.sites()["kube"]["workers"] == [], 30, "the pod's worker gone")
             assert worker.wait(30) is not None  # the process ends with its worker
-            status = wait_for(lambda: fed.sites()["kube"]["jobs"], 10, "reported workers")
+            status = wait(lambda: fed.sites()["kube"]["jobs"], 10, "reported workers")
             assert status["type"] == "kubernetes" and status["maximum"] == 2
         finally:
             if worker.poll() is None:
@@ -394,7 +388,7 @@ def test_tls_strict_outbound_only_slurm_site(slurm, tmp_path):
     with LocalFederation(tmp_path / "logs", dashboard=False, tls=creds("hub-hub")) as lf:
         lf.start_site(config)
         with lf.connect(security=security(*creds("user-alice"))) as fed:
-            (worker,) = wait_for(lambda: fed.sites()["awi"]["workers"], 180, "the job's worker")
+            (worker,) = wait(lambda: fed.sites()["awi"]["workers"], 180, "the job's worker")
             info = fed.client.scheduler_info(n_workers=-1)["workers"]
             assert [a for a, w in info.items() if w["name"] == worker][0].startswith("relay://")
             sst = fed.open_dataset("awi/sst").sst

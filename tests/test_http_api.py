@@ -8,9 +8,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -21,39 +18,15 @@ from referencing.jsonschema import DRAFT202012
 from federation.local import LocalFederation
 from scheduler_plugins.http_openapi import openapi_document
 
+from .browser import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium, save_artifact
 from .conftest import make_site
-from .test_dashboard import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium, save_artifact
+from .wait import wait
+from .webclient import API, request
 
-API = "/federation/api/v1"
 JS_TESTS = Path(__file__).parent / "js"
 NODE = shutil.which("node")
 
 # -- HTTP helpers ----------------------------------------------------------------------------
-
-
-def request(
-    base: str, method: str, path: str, body: object = None, token: str | None = None,
-    raw: bytes | None = None, headers: dict | None = None,
-) -> tuple[int, Message, object]:
-    """(status, headers, parsed JSON or text) of one request; errors are answers too."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(base + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            status, hdrs, text = r.status, r.headers, r.read().decode()
-    except urllib.error.HTTPError as e:
-        status, hdrs, text = e.code, e.headers, e.read().decode()
-    try:
-        return status, hdrs, json.loads(text)
-    except ValueError:
-        return status, hdrs, text
-
 
 OPENAPI = openapi_document()
 REGISTRY = Registry().with_resource("urn:openapi", DRAFT202012.create_resource(OPENAPI))
@@ -69,13 +42,17 @@ def conforms(body: object, schema: str) -> None:
 
 
 def wait_job(base: str, job: dict, token: str | None = None, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while job["status"] in ("pending", "running"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+    """The job once it has finished (each status read checked against the schema)."""
+
+    def finished() -> bool:
+        nonlocal job
         status, _, job = request(base, "GET", f"{API}/jobs/{job['id']}", token=token)
         assert status == 200, job
         conforms(job, "Job")
+        return job["status"] not in ("pending", "running")
+
+    if job["status"] in ("pending", "running"):
+        wait(finished, timeout, f"job {job['id']} to finish")
     return job
 
 
@@ -328,8 +305,9 @@ def test_traffic(open_hub, fed):
     assert body["total"] == sum(r[2] for r in body["rows"]) > 0
     assert {r[1] for r in body["rows"]} & {"client", "awi", "geomar"}
     assert body["tasks"]["awi"] > 0 and body["window"] is None
-    time.sleep(2.5)  # one history sample later
-    status, _, minute = request(open_hub, "GET", f"{API}/traffic?window=60")
+    # one history sample later
+    status, _, minute = wait(lambda: (r := request(open_hub, "GET", f"{API}/traffic?window=60"))
+                             [2].get("total") and r, 30, "a traffic history sample")
     assert status == 200 and minute["window"] == 60
     assert 0 < minute["total"] <= body["total"] + 10**6
     status, _, err = request(open_hub, "GET", f"{API}/traffic?window=-5")

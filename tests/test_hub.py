@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from federation.local import LocalFederation, free_port
 
@@ -38,6 +39,7 @@ def test_preload_into_a_plain_dask_scheduler(tmp_path):
         scheduler.wait(30)
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "federation.cli", "demo", "--size", "20MB",

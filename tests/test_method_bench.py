@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.methods import measure
+
+pytestmark = pytest.mark.slow  # benchmark smoke
 
 
 def test_method_round_trip_benchmark_runs():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import pydoc
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from federation import ArgumentError, MethodError, ResultError, UnknownMethodErr
 from federation.local import LocalFederation
 
 from .conftest import AWI_METHODS, AWI_TOOLS, make_site, open_local, site_path, worker_sites
+from .wait import wait
 
 
 def test_methods_are_listed_and_described(fed):
@@ -183,12 +183,8 @@ def test_results_and_methods_survive_a_hub_restart(tmp_path):
         lf.stop("hub")
         lf.start_hub()  # same address, empty state
         with lf.connect() as fed:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                sites = fed.sites()
-                if sites.get("awi", {}).get("workers") and ref in set(fed.catalog()["dataset"]):
-                    break
-                time.sleep(0.5)
+            wait(lambda: fed.sites().get("awi", {}).get("workers")
+                 and ref in set(fed.catalog()["dataset"]), 60, "awi and its result back")
             assert ref in set(fed.catalog()["dataset"])
             assert fed.provenance(ref)["datasets"][0]["dataset"] == "awi/sst"
             xr.testing.assert_identical(fed.open_dataset(ref).sst.compute(), expected)

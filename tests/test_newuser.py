@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -37,23 +38,20 @@ from federation.security import init_ca, issue, security
 from federation.serve import hub_addresses
 
 from .conftest import make_site, open_local
+from .wait import wait
 
 SMALL = 10 * 180 * 360 * 4  # 10 days of a 1° grid: ~2.6 MB per site
 
 
 def _wait_connected(fed, site: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while fed.sites().get(site, {}).get("status") != "connected":
-        assert time.monotonic() < deadline, fed.sites()
-        time.sleep(0.2)
+    wait(lambda: fed.sites().get(site, {}).get("status") == "connected", timeout,
+         f"site {site} connected")
 
 
 def _offline_soon(fed, name: str, timeout: float = 10) -> None:
     """Open ``name`` until the hub has noticed its site went away (it raises then)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        fed.open_dataset(name)
-        time.sleep(0.1)
+    wait(lambda: fed.open_dataset(name) is None, timeout, f"opening {name} to fail",
+         interval=0.1)
 
 
 def test_site_killed_and_restarted_replaces_its_dead_registration(tmp_path):
@@ -79,7 +77,7 @@ def test_site_killed_and_restarted_replaces_its_dead_registration(tmp_path):
             with pytest.raises(SiteOfflineError, match="site 'geomar', which is offline.*"
                                r"federation.site-outage-timeout \(300 s\)"):
                 _offline_soon(fed, "geomar/chl")
-            time.sleep(3)
+            time.sleep(3)  # a negative check: still waiting after a while
             assert not future.done()  # it waits for geomar
             restarted = lf.start_site(geomar, name="geomar-again", wait=False)
             _wait_connected(fed, "geomar")
@@ -89,6 +87,7 @@ def test_site_killed_and_restarted_replaces_its_dead_registration(tmp_path):
         assert "a site process disconnected" in lf.log("hub")
 
 
+@pytest.mark.slow
 def test_demo_keep_stops_on_sigterm_leaving_no_process_and_no_data():
     """``dask federation demo --keep`` stopped by SIGTERM (timeout, docker stop, systemd)
     cleans up like Ctrl-C: no hub or site process survives, the temporary data is gone.
@@ -130,10 +129,9 @@ def test_demo_keep_stops_on_sigterm_leaving_no_process_and_no_data():
 
 def _log_after(lf, name: str, start: int, expect: str, timeout: float = 10) -> str:
     """The part of a process's log written after offset ``start``, once ``expect`` is in it."""
-    deadline = time.monotonic() + timeout
-    while expect not in (text := lf.log(name)[start:]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return text
+    with contextlib.suppress(TimeoutError):  # callers assert on the text, naming what is missing
+        wait(lambda: expect in lf.log(name)[start:], timeout, f"{expect!r} in {name}'s log")
+    return lf.log(name)[start:]
 
 
 def test_user_mistakes_are_answered_not_logged_as_errors(local_federation, fed):
@@ -301,7 +299,7 @@ def test_moving_much_raw_data_warns_once_with_the_bytes(fed, data_root):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         (sst * chl).sum().compute()
-        time.sleep(0.5)  # the warning travels on the client's stream
+        time.sleep(0.5)  # the warning travels on the client's stream; exactly one must come
     moves = [w for w in caught if issubclass(w.category, RawDataMoveWarning)]
     assert len(moves) == 1, [str(w.message) for w in caught]
     assert re.search(r"moves [\d.]+ MiB of data from site '(awi|geomar)' across site borders, "

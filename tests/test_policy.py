@@ -7,50 +7,17 @@ import pytest
 import xarray as xr
 
 from federation import PolicyError
-from federation.local import LocalFederation
 
-from .conftest import make_site, open_local
+from .conftest import open_local
 
-POLAR_TOOLS = '''
-import xarray as xr
+pytestmark = pytest.mark.parametrize("federation", ["policy"], indirect=True)
 
 
-def global_mean(data: xr.DataArray) -> float:
-    """The global mean: the one number polar lets leave."""
-    return float(data.mean())
-'''
-
-
-@pytest.fixture(scope="module")
-def policy_federation(tmp_path_factory):
-    """polar/sst: egress none (+ a published method); ocean/chl: aggregated, at most 1 kB;
-    ice/t2m: egress none at a third site."""
-    root = tmp_path_factory.mktemp("policy")
-    lf = LocalFederation(root / "logs", dashboard=False)
-    lf.start_hub()
-    try:
-        specs = [
-            ("polar", "sst", "sst.zarr", {"egress": "none"},
-             # its output may leave as one small value (undeclared: the inputs' class)
-             {"methods": {"global_mean": {"function": "polar_tools:global_mean",
-                                          "release": "aggregated", "max_egress_bytes": "1kB"}}}),
-            ("ocean", "chl", "chl.zarr", {"egress": "aggregated", "max_egress_bytes": "1kB"}, {}),
-            ("ice", "t2m", "t2m.zarr", {"egress": "none"}, {}),
-        ]
-        for site, kind, filename, policy, extra in specs:
-            cfg = make_site(root, site, kind, filename, size=10 * 180 * 360 * 4,
-                            tools=POLAR_TOOLS if site == "polar" else None, **extra)
-            text = cfg.read_text().replace(
-                f"path: {filename}\n",
-                f"path: {filename}\n" + "".join(f"    {k}: {v}\n" for k, v in policy.items()),
-            )
-            cfg.write_text(text)
-            lf.start_site(cfg)
-        lf.root = root
-        with lf.connect() as fed:
-            yield lf, fed
-    finally:
-        lf.close()
+@pytest.fixture
+def policy_federation(federation):
+    """(federation, client): polar/sst egress none (+ a published method), ocean/chl
+    aggregated at most 1 kB, ice/t2m none (``tests/federations.py``: ``policy``)."""
+    return federation, federation.fed
 
 
 def test_catalog_shows_policies(policy_federation):

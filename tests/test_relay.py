@@ -26,6 +26,7 @@ from federation.relay import parse
 from federation.security import init_ca, issue, security
 
 from .conftest import AWI_METHODS, AWI_TOOLS, make_site, open_local
+from .wait import wait
 
 NS = "fedt-awi"
 HOST_IP, SITE_IP = "10.78.0.1", "10.78.0.2"
@@ -204,10 +205,7 @@ def test_cut_relay_connections_mid_computation_recover(relayed):
                                rtol=1e-5)
     assert float(chl_max) > 0
     # the listeners registered again, and the next computation runs through the relay
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if fed.call("awi/echo", 7).result(timeout=30) == 7:
-            break
+    wait(lambda: fed.call("awi/echo", 7).result(timeout=30) == 7, 30, "awi/echo via the relay")
     assert _corr(fed) == pytest.approx(_reference_corr(relayed.root), rel=1e-5)
 
 

@@ -27,8 +27,8 @@ from distributed import Client, Scheduler, SchedulerPlugin, Worker
 from federation.local import LocalFederation
 from federation.relay import parse
 
+from .browser import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium
 from .conftest import make_site, open_local
-from .test_dashboard import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium
 
 TOKEN = "s3cret-token"
 #: breaks out of HTML text, double- and single-quoted attributes, and runs script

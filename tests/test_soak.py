@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.soak import soak
+
+pytestmark = pytest.mark.slow  # a fixed two minutes
 
 
 def test_soak_two_minutes_no_wrong_results():

@@ -30,29 +30,16 @@ from distributed.protocol.serialize import Serialized, ToPickle
 from distributed.utils_test import gen_test
 
 from federation import StrictRefusal, strict, strict_hub
-from federation.local import LocalFederation
 from federation.security import init_ca, issue, security
 from federation.strict_corpus import PATH_PARAMETERS, legitimate_values, review
 
-from .conftest import AWI_METHODS, AWI_TOOLS, make_site, open_local, worker_sites
-
-SIZE = 16 * 180 * 360 * 4  # 16 days, 4 chunks
+from .conftest import make_site, open_local, worker_sites
 
 
 @pytest.fixture(scope="module")
-def strict_federation(tmp_path_factory):
-    root = tmp_path_factory.mktemp("strict")
-    awi = make_site(root, "awi", "sst", "sst.zarr", tools=AWI_TOOLS, size=SIZE, strict=True,
-                    **AWI_METHODS)
-    geomar = make_site(root, "geomar", "chl", "chl.zarr", size=SIZE)
-    with LocalFederation(root / "logs", dashboard=False) as lf:
-        procs = {"awi": lf.start_site(awi, wait=False), "geomar": lf.start_site(geomar, wait=False)}
-        for site, proc in procs.items():
-            lf.wait_for_site(site, proc)
-        lf.root = root
-        with lf.connect() as fed:
-            lf.fed = fed
-            yield lf
+def strict_federation(federations):
+    """awi strict, geomar not (``tests/federations.py``: ``strict``)."""
+    return federations.get("strict")
 
 
 @pytest.fixture

@@ -2,63 +2,24 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-import yaml
 
-from federation.local import LocalFederation
-from federation.security import init_ca, issue, security
+from federation.security import security
 
 from .conftest import make_site
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "federation.cli", *args], capture_output=True, text=True,
-        timeout=90,
-    )
+from .pki import _cli, _creds
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    proc = _cli("certs", "init", str(root / "ca"))
-    assert proc.returncode == 0, proc.stderr
-    for args in (["--hub"], ["--site", "awi"], ["--site", "geomar"], ["--user", "alice"],
-                 ["--user", "bob"]):
-        proc = _cli("certs", "issue", str(root / "ca"), *args)
-        assert proc.returncode == 0, proc.stderr
-    init_ca(root / "other")  # a CA that is not the federation's
-    issue(root / "other", "user", "mallory")
-    return root
-
-
-def _creds(pki, name: str, ca: str = "ca") -> tuple[str, str, str]:
-    d = pki / ca
-    return str(d / "ca.pem"), str(d / f"{name}.pem"), str(d / f"{name}-key.pem")
+def tls_federation(federations):
+    """TLS hub, awi and geomar; alice may use awi (``tests/federations.py``: ``tls``)."""
+    return federations.get("tls")
 
 
 @pytest.fixture(scope="module")
-def tls_federation(pki, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tls")
-    hub_yaml = root / "hub.yaml"
-    hub_yaml.write_text(yaml.safe_dump({"grants": {"alice": ["awi/*"], "site:awi": ["*"]}}))
-    lf = LocalFederation(
-        root / "logs", dashboard=False, tls=_creds(pki, "hub-hub"),
-        hub_args=("--config", str(hub_yaml)),
-    )
-    lf.start_hub()
-    try:
-        for site, kind, filename in (("awi", "sst", "sst.zarr"), ("geomar", "chl", "chl.zarr")):
-            cfg = make_site(root, site, kind, filename, size=10 * 180 * 360 * 4)
-            ca, cert, key = _creds(pki, f"site-{site}")
-            lf.start_site(cfg, "--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key)
-        lf.root = root
-        yield lf
-    finally:
-        lf.close()
+def pki(tls_federation):
+    """That federation's CA (it has its own: this module's certificates must match it)."""
+    return tls_federation.pki
 
 
 def test_user_with_certificate_and_grant_computes(tls_federation, pki):

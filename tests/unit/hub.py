@@ -5,34 +5,56 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from distributed import Worker
 from distributed.utils_test import gen_cluster
 
+from federation.catalog import DatasetInfo
 from federation.labels import worker_resources
 from scheduler_plugins import CatalogPlugin
 
 
-def hub_cluster(*workers: str | None, timeout: int = 30) -> Callable:
-    """Decorate ``async def test(c, s, *workers)``: one worker per entry of ``workers``,
-    labelled with that site (``None``: an unlabelled worker); each site is registered
-    with the hub before its workers join, as ``dask federation site`` does."""
+def dataset(ref: str, **fields: Any) -> DatasetInfo:
+    """A catalog entry for ``site/name`` without variables (``fields``: egress …)."""
+    site, name = ref.split("/", 1)
+    return DatasetInfo(site=site, name=name, description="", variables={}, attrs={},
+                       version="test", **fields)
+
+
+def hub_cluster(*workers: str | None, catalog: list[DatasetInfo] = (),
+                config: dict[str, Any] | None = None, timeout: int = 30) -> Callable:
+    """Decorate ``async def test(c, s, *workers)``: one worker (1 thread) per entry of
+    ``workers``: ``"site"`` (labelled with that site), ``"site/name"`` (also holding
+    dataset ``name``) or ``None`` (an unlabelled worker). Each site is registered with the
+    hub, with its entries of ``catalog`` (plain entries for datasets its workers hold
+    that ``catalog`` lacks), before its workers join, as ``dask federation
+    site`` does. ``config``: dask config for the hub (e.g. ``federation.*`` keys)."""
 
     def decorate(fn: Callable[..., Awaitable[None]]) -> Callable:
-        @gen_cluster(client=True, nthreads=[], timeout=timeout,
+        @gen_cluster(client=True, nthreads=[], timeout=timeout, config=config or {},
                      scheduler_kwargs={"preload": ["scheduler_plugins"]})
         async def test(c, s):  # named after fn below; not wrapped, so pytest sees no fixtures
             state = s.plugins[CatalogPlugin.name].state
-            for site in {w for w in workers if w is not None}:
-                state.register(site, f"test-{site}", "inproc://test", [])
+            held: dict[str, list[str]] = {}
+            for entry in workers:
+                if entry is not None:
+                    site, _, name = entry.partition("/")
+                    held.setdefault(site, []).extend([name] if name else [])
+            for site, names in held.items():
+                listed = [d for d in catalog if d.site == site]
+                listed += [dataset(f"{site}/{n}") for n in names
+                           if n not in {d.name for d in listed}]
+                state.register(site, f"test-{site}", "inproc://test", listed)
             async with contextlib.AsyncExitStack() as stack:
-                started = [
-                    await stack.enter_async_context(Worker(
+                started = []
+                for entry in workers:
+                    site, _, name = (entry or "").partition("/")
+                    started.append(await stack.enter_async_context(Worker(
                         s.address, nthreads=1,
-                        resources=worker_resources(site, []) if site else None,
-                    ))
-                    for site in workers
-                ]
+                        resources=worker_resources(site, [name] if name else [])
+                        if site else None,
+                    )))
                 await c.wait_for_workers(len(started))
                 await fn(c, s, *started)
 
