@@ -52,8 +52,7 @@ def install(scheduler: Scheduler) -> FederationState:
     state = FederationState(scheduler)
     handlers.install(state)  # every federation_* handler checks its caller (see .handlers)
     from .dashboard import DashboardPlugin  # the dashboard page, HTTP API and JS client
-    from .http_api import HttpApiPlugin
-    from .web_auth import WebAuthPlugin
+    from .http import HttpApiPlugin, WebAuthPlugin
 
     routing = RoutingPlugin(state)
     refusals = Refusals(scheduler, routing)

@@ -23,7 +23,7 @@ anything runs (its tasks fail with :class:`FairShareExceeded` naming the limit).
 Settings (hub's dask config, ``federation.fair-share.*``): ``enabled`` (true),
 ``weights`` (user -> share, default 1), ``max-graph-tasks`` (1 000 000),
 ``max-tasks-in-flight`` (2 000 000), ``rpc-per-second`` (50), ``rpc-burst`` (200),
-``http-per-second`` (50) and ``http-burst`` (200) for the HTTP API (:mod:`.web_auth`).
+``http-per-second`` (50) and ``http-burst`` (200) for the HTTP API (:mod:`.http.guard`).
 """
 
 from __future__ import annotations

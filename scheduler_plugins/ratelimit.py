@@ -4,7 +4,7 @@ A user polling the catalog in a tight loop must not slow everybody else's calls 
 Each caller (a certificate's identity; without TLS the peer's host) gets a bucket of
 ``burst`` requests refilled at ``rate`` per second. Over the rate, an RPC waits for its
 turn (back-pressure, so an honest client just slows down) and is refused when it would
-have to wait longer than :data:`MAX_WAIT`; HTTP answers 429 (see :mod:`.web_auth`).
+have to wait longer than :data:`MAX_WAIT`; HTTP answers 429 (see :mod:`.http.guard`).
 
 A ``federation_*`` handler's refusal (``PermissionError``, ``ValueError``, ``LookupError``,
 a ``FederationError``) is a caller's mistake, not a hub fault: the caller gets the same

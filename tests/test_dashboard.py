@@ -10,7 +10,8 @@ import urllib.request
 
 import xarray as xr
 
-from scheduler_plugins.dashboard import DashboardPlugin, FederationPage, TrafficHistory
+from scheduler_plugins.dashboard import DashboardPlugin, TrafficHistory
+from scheduler_plugins.dashboard.page import FederationPage
 
 from .browser import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium, save_artifact
 
@@ -56,22 +57,23 @@ def test_page_models_in_process(tmp_path):
             plugin = scheduler.plugins[DashboardPlugin.name]
             plugin.history.add([["awi", "geomar", 2048, 1024, 3]], now=time.time() - 30)
             plugin.history.add([["awi", "geomar", 4096, 2048, 5], ["awi", "client", 10, 8, 1]])
-            plugin.erred["x"] = "awi"
+            plugin.tasks.erred["x"] = "awi"
             page = FederationPage(scheduler, plugin)
-            sites = dict(page.sites_source.data)
+            parts = page.components
+            sites = dict(parts["sites"].source.data)
             assert sites["site"] == ["awi"] and sites["datasets"] == ["sst"]
             assert sites["status"] == ["no workers"]
-            tasks = dict(page.tasks_source.data)
+            tasks = dict(parts["tasks"].source.data)
             assert tasks["site"] == ["awi"] and tasks["erred"] == [1]
-            heat = dict(page.heat["total"][0].data)
+            heat = dict(parts["total"].source.data)
             cells = dict(zip(zip(heat["source"], heat["destination"]), heat["bytes"]))
             assert cells[("awi", "geomar")] == 4096 and cells[("awi", "client")] == 10
-            minute = dict(page.heat["minute"][0].data)
+            minute = dict(parts["minute"].source.data)
             cells = dict(zip(zip(minute["source"], minute["destination"]), minute["bytes"]))
             # no snapshot is a minute old: the window starts at the oldest one
             assert cells[("awi", "geomar")] == 2048 and cells[("awi", "client")] == 10
-            assert dict(page.datasets_source.data)["dataset"] == ["awi/sst"]
-            assert "4.01 kiB crossed" in page.title.text  # 4096 + 10 bytes
+            assert dict(parts["datasets"].source.data)["dataset"] == ["awi/sst"]
+            assert "4.01 kiB crossed" in parts["title"].root.text  # 4096 + 10 bytes
             # registered as a dashboard page, listed in the navigation
             assert plugin.page_mounted
             from distributed.dashboard.scheduler import template_variables

@@ -24,7 +24,7 @@ from federation.config import ConfigError, parse_site_config
 from federation.labels import worker_resources
 from federation.local import LocalFederation
 from scheduler_plugins import install
-from scheduler_plugins.dashboard import _jobs
+from scheduler_plugins.dashboard.components.sites import batch_jobs
 
 from .conftest import make_site
 from .slurm import OneNodeSlurm, SlurmUnavailable
@@ -226,7 +226,7 @@ def test_adaptive_slurm_site_follows_demand(hpc_federation, slurm):
         with urllib.request.urlopen(url, timeout=30) as r:
             (api,) = [s for s in json.load(r)["sites"] if s["name"] == "awi"]
         assert api["jobs"]["type"] == "slurm" and api["jobs"]["maximum"] == 2
-        assert _jobs(status).startswith(f"slurm: {status['running']} running, ")
+        assert batch_jobs(status).startswith(f"slurm: {status['running']} running, ")
 
         del future, result
         wait(lambda: not slurm.jobs("fed-awi"), 60, "the jobs to end")

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from federation.local import LocalFederation
-from scheduler_plugins.http_openapi import openapi_document
+from scheduler_plugins.http.openapi import openapi_document
 
 from .browser import DEEP_TEXT, Chromium, needs_chromium, run_in_chromium, save_artifact
 from .conftest import make_site
@@ -317,6 +318,7 @@ def test_traffic(open_hub, fed):
 def test_openapi_and_static_files(open_hub):
     status, _, doc = request(open_hub, "GET", f"{API}/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
+    validate_openapi(doc)  # a valid OpenAPI 3.1 document (generated from the records)
     assert doc["servers"] == [{"url": API}]
     for path in ("/sites", "/catalog", "/datasets/{site}/{name}", "/methods",
                  "/methods/{site}/{name}", "/jobs/{id}", "/traffic"):

@@ -1,4 +1,4 @@
-"""One access token for everything on the hub's HTTP port.
+"""One access token for every page of the hub's HTTP port, and the API's request rate.
 
 With ``federation.http.tokens`` (or ``tokens-file``) configured, every request to the
 dashboard port needs a valid token — distributed's own pages too (``/status``,
@@ -9,8 +9,8 @@ dashboard port needs a valid token — distributed's own pages too (``/status``,
 * the federation's static files ``client.js``, ``client.d.ts`` and ``explorer`` (code that
   holds no site data; the explorer asks for a token itself) and
   ``api/v1/openapi.json`` (the API's description);
-* the API under ``federation/api/v1/``: its own handlers check the same tokens and answer
-  with JSON errors.
+* the API under ``federation/api/v1/``: its own handlers check the same tokens
+  (:func:`.auth.api_caller`) and answer with JSON errors.
 
 A request presents the token as ``Authorization: Bearer TOKEN``, as the password of HTTP
 Basic authentication (any user name), or as the cookie ``federation-token``. Opening any
@@ -28,9 +28,6 @@ every request on the port (its own routes, its Bokeh applications, ours) goes th
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import html
 import logging
 from typing import TYPE_CHECKING, Any
@@ -39,46 +36,21 @@ from urllib.parse import urlencode
 from distributed import SchedulerPlugin
 from tornado import httputil, web
 
-from .fairshare import setting
-from .http_api import API_PATH, Tokens, http_prefix
-from .ratelimit import Buckets
+from ..fairshare import setting
+from ..ratelimit import Buckets
+from .auth import COOKIE, Tokens, presented_token, valid
+from .common import API_PATH, http_prefix
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
-COOKIE = "federation-token"
 #: paths (after the dashboard prefix) served without a token; see the module docstring
 PUBLIC = (
     "/health", "/federation/client.js", "/federation/client.d.ts", "/federation/explorer",
     "/federation/explorer.html", f"/{API_PATH}/openapi.json",
 )
-
-
-def presented_token(request: httputil.HTTPServerRequest) -> str | None:
-    """The token a request carries: Bearer, Basic password, cookie or ``?token=``."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if scheme.lower() == "basic":
-        try:
-            user, _, password = base64.b64decode(value.strip()).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return password or user
-    query = request.query_arguments.get("token")
-    if query:
-        return query[-1].decode(errors="replace")
-    cookie = request.cookies.get(COOKIE)
-    return cookie.value if cookie is not None else None
-
-
-def valid(token: str | None, tokens: dict[str, str | None]) -> bool:
-    """Whether ``token`` is one of ``tokens`` (in constant time per candidate)."""
-    if not token:
-        return False
-    return any(hmac.compare_digest(token.encode(), known.encode()) for known in tokens)
 
 
 class LoginHandler(web.RequestHandler):
