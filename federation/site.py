@@ -27,6 +27,7 @@ from distributed.comm.addressing import unparse_host_port
 from distributed.core import rpc
 from distributed.security import Security
 
+from . import protocol
 from .catalog import DatasetInfo
 from .config import ConfigError, MethodConfig, SiteConfig
 from .describe import describe_source
@@ -336,7 +337,8 @@ class Site:
         while True:
             try:
                 async with self._hub() as hub:
-                    reply = await hub.federation_register_site(
+                    reply = await protocol.call(
+                        hub, protocol.REGISTER_SITE,
                         site=self.cfg.site,
                         session=self.session,
                         datasets=[d.to_wire() for d in self.catalog],
@@ -426,7 +428,8 @@ class Site:
             await asyncio.sleep(delay)
             try:
                 async with self._hub() as hub:
-                    reply = await hub.federation_heartbeat(
+                    reply = await protocol.call(
+                        hub, protocol.HEARTBEAT,
                         site=self.cfg.site, session=self.session,
                         jobs=self._workers_status(),
                     )
@@ -451,7 +454,7 @@ class Site:
                 comm = await connect(self.hub, timeout=10, **args)
                 try:
                     await comm.write({
-                        "op": "federation_site_session", "site": self.cfg.site,
+                        "op": protocol.SITE_SESSION, "site": self.cfg.site,
                         "session": self.session,
                     })
                     if (await comm.read()).get("status") == "OK":
@@ -470,7 +473,11 @@ class Site:
         try:
             async with self._hub(timeout=2) as hub:
                 await asyncio.wait_for(
-                    hub.federation_unregister_site(site=self.cfg.site, session=self.session), 5
+                    protocol.call(
+                        hub, protocol.UNREGISTER_SITE, site=self.cfg.site,
+                        session=self.session,
+                    ),
+                    5,
                 )
         except Exception:  # the hub may already be gone
             pass

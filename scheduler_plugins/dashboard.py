@@ -33,6 +33,8 @@ from dask.utils import format_bytes, parse_timedelta
 from distributed import SchedulerPlugin
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from federation.protocol import bound_site, site_of_ref
+
 from .state import FederationState
 from .traffic import CLIENT
 
@@ -153,8 +155,6 @@ class DashboardPlugin(SchedulerPlugin):
             self.erred.pop(key, None)
 
     def _erred_site(self, key: Any) -> str:
-        from .routing import _label_site
-
         ts = self.scheduler.tasks.get(key)
         if ts is None:
             return "unknown"
@@ -164,10 +164,10 @@ class DashboardPlugin(SchedulerPlugin):
         for addr in sorted(workers):
             if site := self.state.worker_site.get(addr):
                 return site
-        return _label_site(ts.resource_restrictions) or "unknown"
+        return bound_site(ts.resource_restrictions) or "unknown"
 
     def site_names(self) -> list[str]:
-        from federation.labels import site_of
+        from federation.protocol import site_of
 
         names = set(self.state.sites) | {
             s for ws in self.scheduler.workers.values() if (s := site_of(ws.resources))
@@ -177,16 +177,14 @@ class DashboardPlugin(SchedulerPlugin):
     def site_tasks(self) -> dict[str, dict[str, Any]]:
         """Per site: tasks processing, queued at the site, in memory, erred, and the
         progress (done / total) of its current (or last) computation."""
-        from .routing import _label_site
-
         queued: Counter[str] = Counter()
         routing = self.scheduler.plugins.get("federation-routing")
         parked = getattr(routing, "parked", {}) or {}
         for label in list(parked.values()):  # parked reads: key -> the label they need
-            if site := _label_site({label: 1}):
+            if site := bound_site({label: 1}):
                 queued[site] += 1
         for ts in list(self.scheduler.unrunnable):
-            if ts.key not in parked and (site := _label_site(ts.resource_restrictions)):
+            if ts.key not in parked and (site := bound_site(ts.resource_restrictions)):
                 queued[site] += 1
         erred = Counter(self.erred.values())
         out = {}
@@ -561,7 +559,7 @@ class FederationPage:
             "summary": [m.summary for _, m in methods],
         })
         self.methods_table.height = 30 + 28 * max(len(methods), 1)
-        published = [(ref, "site " + ref.split("/", 1)[0], str(p.get("published_by", "")),
+        published = [(ref, "site " + site_of_ref(ref), str(p.get("published_by", "")),
                       str(p.get("published_at", ""))) for ref, p in sorted(results.items())]
         publish_ext = self.scheduler.extensions.get("publish")
         for name in sorted(map(str, getattr(publish_ext, "datasets", {}) or {})):
