@@ -10,8 +10,8 @@ import xarray as xr
 from distributed import Client
 
 from federation.catalog import DatasetInfo
-from federation.labels import dataset_label, site_label
 from federation.lazy import build_dataset
+from federation.protocol import dataset_label, site_label, site_of_ref
 
 from .workloads import Workload
 
@@ -58,7 +58,7 @@ def combine(w: Workload, partials: dict, pin: bool = False) -> xr.Dataset:
     if pin and w.combine_computes:
         sizes = {ref: data_nbytes(p) for ref, p in partials.items()}
         biggest = max(partials, key=lambda r: sizes[r])  # ties: the first input's site
-        with dask.annotate(resources={site_label(biggest.split("/")[0]): 1}):
+        with dask.annotate(resources={site_label(site_of_ref(biggest)): 1}):
             return w.combine(partials)
     return w.combine(partials)
 

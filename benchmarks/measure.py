@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 from distributed import Client
 
-from federation.labels import site_of
+from federation.protocol import WORKER_TRAFFIC, site_of
 
 CLIENT = "client"
 
@@ -35,7 +35,7 @@ def worker_sites(client: Client) -> dict[str, str]:
 
 
 def _traffic(dask_worker) -> dict:
-    handler = dask_worker.handlers.get("federation_traffic")
+    handler = dask_worker.handlers.get(WORKER_TRAFFIC)
     return handler() if handler else {}
 
 

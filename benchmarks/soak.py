@@ -26,8 +26,8 @@ import psutil
 import xarray as xr
 
 from federation.demo import write_dataset
-from federation.labels import site_of
 from federation.local import LocalFederation, write_site_config
+from federation.protocol import site_of
 
 SITES = {"awi": ("sst", "sst.zarr"), "geomar": ("chl", "chl.zarr"), "dkrz": ("t2m", "t2m.nc")}
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
+from federation.protocol import split_ref
+
 #: North Atlantic box, for the regional series
 REGION = {"lat": slice(40, 60), "lon": slice(300, 340)}
 #: Niño 3.4 box (5°S–5°N, 170°W–120°W)
@@ -63,7 +65,7 @@ def correlation_combine(partials: dict) -> xr.Dataset:
 
 
 def table_combine(partials: dict) -> xr.Dataset:
-    return xr.Dataset({ref.split("/")[1]: v for ref, v in partials.items()})
+    return xr.Dataset({split_ref(ref)[1]: v for ref, v in partials.items()})
 
 
 @dataclass

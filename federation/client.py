@@ -15,6 +15,7 @@ import xarray as xr
 from dask.delayed import Delayed
 from distributed import Client, Future, worker_client
 
+from . import protocol
 from .catalog import DatasetInfo
 from .diagnose import check_client_security, explain_connect_failure
 from .display import federation_html, federation_text
@@ -22,7 +23,6 @@ from .errors import HubUnavailable, ResultError
 from .graph import graph_uses
 from .lazy import Chunks, build_dataset
 from .methods import MethodInfo, bind_arguments, run_method
-from .read import RESULTS
 from .results import check_name, write_result
 from .traffic import TrafficRecord
 from .version import __version__
@@ -65,7 +65,7 @@ class Federation:
         (``float32``, ``<U6``, ``object`` for cftime dates); ``calendars`` maps each date
         variable to its calendar (``{"time": "noleap"}``).
         """
-        rows = self._call("federation_catalog")
+        rows = self._call(protocol.CATALOG)
         columns = [
             "dataset", "site", "variables", "dims", "shape", "dtype", "nbytes", "chunks",
             "description", "egress", "calendars",
@@ -79,7 +79,7 @@ class Federation:
         """Full catalog metadata of ``site/name`` (raises listing what exists if unknown)."""
         if not isinstance(name, str):
             raise TypeError(f"a dataset is named by a string like 'awi/sst', not {name!r}")
-        return DatasetInfo.from_wire(self._call("federation_dataset", name=name))
+        return DatasetInfo.from_wire(self._call(protocol.DATASET, name=name))
 
     def open_dataset(self, name: str, chunks: Chunks = None) -> xr.Dataset:
         """Open a federated dataset as a lazy :class:`xarray.Dataset`.
@@ -104,7 +104,7 @@ class Federation:
     def methods(self) -> pd.DataFrame:
         """Every shared method and workflow: method ("site/name"), site, kind, signature,
         summary."""
-        infos = [MethodInfo.from_wire(m) for m in self._call("federation_methods")]
+        infos = [MethodInfo.from_wire(m) for m in self._call(protocol.METHODS)]
         return pd.DataFrame(
             [
                 {"method": m.ref, "site": m.site, "kind": m.kind, "signature": m.signature,
@@ -116,7 +116,7 @@ class Federation:
 
     def describe(self, name: str) -> MethodInfo:
         """The full description of a shared method: signature, docstring, JSON schemas."""
-        return MethodInfo.from_wire(self._call("federation_method", name=name))
+        return MethodInfo.from_wire(self._call(protocol.METHOD, name=name))
 
     def method(self, name: str) -> Callable[..., Delayed]:
         """A local stand-in for a shared method, with the remote signature and docstring.
@@ -187,7 +187,7 @@ class Federation:
                 "'results_dir:'; choose another site with site=..."
             )
         provenance = {
-            "result": f"{site}/{RESULTS}{name}",
+            "result": protocol.result_ref(site, name),
             "published_by": f"{getpass.getuser()}@{socket.gethostname()}",
             "client": self.client.id,
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -211,11 +211,11 @@ class Federation:
         name; ``"anonymous"`` without TLS), ``datasets``/``methods`` its real lineage;
         ``claims`` holds what the publishing client said about itself, unverified.
         """
-        return _lists(self._call("federation_provenance", name=name))
+        return _lists(self._call(protocol.PROVENANCE, name=name))
 
     def sites(self) -> dict[str, dict[str, Any]]:
         """Site name → workers, threads, memory, datasets, status and tasks run."""
-        return _lists(self._call("federation_sites"))
+        return _lists(self._call(protocol.SITES))
 
     def traffic(self) -> TrafficRecord:
         """Measure bytes that cross site borders during a ``with`` block.
@@ -226,7 +226,7 @@ class Federation:
         ...     result = sst.sst.mean().compute()
         >>> t.total, t.bytes                                          # doctest: +SKIP
         """
-        return TrafficRecord(lambda: self._call("federation_traffic"))
+        return TrafficRecord(lambda: self._call(protocol.TRAFFIC))
 
     def close(self) -> None:
         self.client.close()

@@ -3,24 +3,21 @@
 Three functions only ever run at a particular site: :func:`~federation.read.read_chunk`
 (reads a dataset), :func:`~federation.methods.run_method` (runs a shared method) and
 :func:`~federation.results.write_result` (stores a result). Their first argument is the
-``site/...`` reference; the routing plugin and result provenance both look for them.
+``site/...`` reference; the routing plugin and result provenance both look for them. They
+are recognised by :func:`federation.protocol.site_call_kind`, so the hub imports none of
+the worker modules defining them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 from dask._task_spec import DataNode, Task
 
-from .methods import run_method
-from .read import read_chunk
-from .results import write_result
+from .protocol import Kind, site_call_kind, site_of_ref
 
-Binding = tuple[Literal["dataset", "method", "result"], str]
-
-SITE_BOUND: dict[Any, str] = {read_chunk: "dataset", run_method: "method", write_result: "result"}
-
+Binding = tuple[Kind, str]
 
 #: what may hold a call; the leaves of a spec (strings, slices, numbers, TaskRefs) are
 #: skipped without a recursive call: the hub walks every task of every graph
@@ -30,7 +27,7 @@ _NESTED = (Task, DataNode, dict, list, tuple)
 def bindings(node: Any) -> Iterator[Binding]:
     """``(kind, reference)`` for every site-bound call inside a task spec."""
     if isinstance(node, Task):
-        kind = SITE_BOUND.get(node.func)
+        kind = site_call_kind(node.func)
         # a reference computed by another task is not one the hub can authorise: unsigned,
         # the call is refused at the site (federation.capability)
         if kind is not None and node.args and isinstance(node.args[0], str):
@@ -47,10 +44,6 @@ def bindings(node: Any) -> Iterator[Binding]:
     for child in children:
         if isinstance(child, _NESTED):
             yield from bindings(child)
-
-
-def site_of_ref(ref: str) -> str:
-    return ref.split("/", 1)[0]
 
 
 def graph_uses(obj: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from distributed.deploy.spec import ProcessInterface
 from distributed.security import Security
 
 from .config import ConfigError, SiteConfig
+from .protocol import RETIRE_SITE_WORKERS, SITE_DEMAND, call
 
 logger = logging.getLogger("federation.jobs")
 
@@ -319,8 +320,8 @@ class SiteJobs:
 
     async def demand(self) -> dict[str, Any]:
         """The hub's demand for this site (see ``scheduler_plugins.scaling``)."""
-        self.last_demand = await self.cluster.scheduler_comm.federation_site_demand(
-            site=self.cfg.site
+        self.last_demand = await call(
+            self.cluster.scheduler_comm, SITE_DEMAND, site=self.cfg.site
         )
         return self.last_demand
 
@@ -330,8 +331,8 @@ class SiteJobs:
         processes = self.cfg.cluster.processes
         jobs = {_job_of(w, processes) for w in workers}
         names = [w for w in self.running_workers() if _job_of(w, processes) in jobs]
-        retired = await self.cluster.scheduler_comm.federation_retire_site_workers(
-            site=self.cfg.site, names=names
+        retired = await call(
+            self.cluster.scheduler_comm, RETIRE_SITE_WORKERS, site=self.cfg.site, names=names
         )
         kept = {_job_of(w, processes) for w in set(names) - set(retired)}
         if kept:

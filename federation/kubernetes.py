@@ -45,6 +45,7 @@ from tornado.httpserver import HTTPServer
 
 from .config import ConfigError, SiteConfig
 from .jobs import demand_target
+from .protocol import RETIRE_SITE_WORKERS, SITE_DEMAND, call
 
 logger = logging.getLogger("federation.kubernetes")
 
@@ -233,7 +234,7 @@ class OperatorAPI:
     async def adaptive_target(self) -> int:
         """Pods the site needs now: workers for its demand, in pods of ``processes``."""
         async with self.hub() as hub:
-            demand = await hub.federation_site_demand(site=self.cfg.site)
+            demand = await call(hub, SITE_DEMAND, site=self.cfg.site)
         self.running = len(demand["workers"])
         c = self.cfg.cluster
         workers = demand_target(demand, c.cores // c.processes)
@@ -245,7 +246,7 @@ class OperatorAPI:
     async def retire(self, n: int) -> dict[str, dict[str, str]]:
         """Retire ``n`` pods' workers (least busy first) through the hub."""
         async with self.hub() as hub:
-            demand = await hub.federation_site_demand(site=self.cfg.site)
+            demand = await call(hub, SITE_DEMAND, site=self.cfg.site)
             workers = demand["workers"]
             pods: dict[str, list[str]] = {}
             for name in workers:  # site-worker names its processes POD-0, POD-1, ...
@@ -254,8 +255,9 @@ class OperatorAPI:
             busy = {p: sum(workers[w]["processing"] + workers[w]["keys"] for w in ws)
                     for p, ws in pods.items()}
             chosen = sorted(pods, key=lambda p: (busy[p], p))[:n]
-            retired = await hub.federation_retire_site_workers(
-                site=self.cfg.site, names=[w for p in chosen for w in pods[p]]
+            retired = await call(
+                hub, RETIRE_SITE_WORKERS, site=self.cfg.site,
+                names=[w for p in chosen for w in pods[p]],
             )
         gone = {p for p in chosen if all(w in retired for w in pods[p])}
         return {p: {"name": p} for p in sorted(gone)}

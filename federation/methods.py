@@ -32,6 +32,7 @@ import xarray as xr
 from pydantic import TypeAdapter
 
 from .errors import ArgumentError, MethodError
+from .protocol import site_of_ref
 
 #: Types that cannot be described by JSON schema; they get a schema of their own.
 ARRAY_TYPES: dict[str, type] = {
@@ -310,7 +311,7 @@ def run_method(ref: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return func(*args, **kwargs)
     except Exception as e:
-        site = ref.split("/", 1)[0]
+        site = site_of_ref(ref)
         remote = traceback.format_exc()
         raise MethodError(
             f"method {ref!r} failed at site {site!r}: {type(e).__name__}: {e}\n\n"

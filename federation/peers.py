@@ -27,6 +27,7 @@ from distributed import WorkerPlugin
 from distributed.core import error_message
 from tornado.ioloop import PeriodicCallback
 
+from .protocol import MEMBERS, call
 from .revocation import disconnect, gate
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class PeersPlugin(WorkerPlugin):
         """Ask the hub for its workers and revoked certificates; keep the last on failure."""
         self._asked = time.monotonic()
         try:
-            reply = await self.worker.scheduler.federation_members()
+            reply = await call(self.worker.scheduler, MEMBERS)
         except Exception as e:  # the hub may be restarting: keep what we know
             logger.debug("Could not refresh federation members: %s", e)
             return

@@ -20,6 +20,7 @@ from distributed import WorkerPlugin, get_worker
 from . import capability
 from .direct import refuse_users
 from .methods import register as register_methods
+from .protocol import RESULTS, WORKER_TRAFFIC
 from .sources import Source, ZarrSource
 
 # One worker process serves one site, so the registry can be process-wide.
@@ -32,9 +33,6 @@ _results_dir: str | None = None
 #: the site process's registration session: proves to the hub that a call comes from
 #: this site (the only proof on a hub without TLS)
 _session: str | None = None
-
-#: Published results are datasets named ``results/<name>`` (see federation.results).
-RESULTS = "results/"
 
 
 def _source(ref: str) -> Source | None:
@@ -160,7 +158,7 @@ class SiteWorkerPlugin(WorkerPlugin):
         )
         refuse_users(worker)
         self._count_outgoing(worker)
-        worker.handlers["federation_traffic"] = self.traffic
+        worker.handlers[WORKER_TRAFFIC] = self.traffic
 
     def _count_outgoing(self, worker) -> None:
         """Wrap the worker's ``get_data`` handler to count what it really sends.

@@ -35,7 +35,6 @@ Settings (dask config, set by ``dask federation site`` from the hub's reply):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 from collections.abc import Callable
@@ -49,6 +48,17 @@ from distributed.comm.utils import ensure_concrete_host
 from distributed.core import rpc
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
+
+from .protocol import (
+    RELAY_ACCEPT,
+    RELAY_CONNECT,
+    RELAY_REGISTER,
+    RELAY_STARTTLS,
+    RELAY_TICKET,
+    call,
+    read_relay_line,
+    relay_line,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +93,14 @@ def _host_port(hostport: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def send_line(stream: IOStream, msg: dict[str, Any]) -> None:
-    await stream.write(json.dumps(msg).encode() + b"\n")
+async def send_line(stream: IOStream, op: str, **fields: Any) -> None:
+    """Send one relay message (see :mod:`federation.protocol`)."""
+    await stream.write(relay_line(op, **fields))
 
 
 async def read_line(stream: IOStream) -> dict[str, Any]:
-    return json.loads(await stream.read_until(b"\n", max_bytes=65536))
+    """Read the relay's answer or request (one JSON object on one line)."""
+    return read_relay_line(await stream.read_until(b"\n", max_bytes=65536))
 
 
 async def _open(hostport: str) -> IOStream:
@@ -135,7 +147,8 @@ async def _ticket(relay: str, target: str, connection_args: dict[str, Any]) -> s
                 "gathers results through the hub instead)"
             )
         async with rpc(hub, timeout=DIAL_TIMEOUT, connection_args=connection_args) as r:
-            return await r.federation_relay_ticket(
+            return await call(
+                r, RELAY_TICKET,
                 target=target, site=dask.config.get("federation.relay.site"),
                 token=dask.config.get("federation.relay.token"),
             )
@@ -165,7 +178,7 @@ class RelayConnector(Connector):
         ticket = await _ticket(relay, f"{site}/{endpoint}", connection_args)
         stream = await _open(relay)
         try:
-            await send_line(stream, {"op": "connect", "ticket": ticket})
+            await send_line(stream, RELAY_CONNECT, ticket=ticket)
             reply = await asyncio.wait_for(read_line(stream), DIAL_TIMEOUT)
             if not reply.get("ok"):
                 raise RelayError(f"relay {relay} cannot reach {site}/{endpoint}: {reply['error']}")
@@ -244,13 +257,13 @@ class RelayListener(BaseListener):
             try:
                 stream = await _open(self.relay)
                 if self.control_tls is not None:  # mutual TLS with the relay: site identity
-                    await send_line(stream, {"op": "starttls"})
+                    await send_line(stream, RELAY_STARTTLS)
                     if not (await read_line(stream)).get("ok"):
                         raise RelayError("the relay does not speak TLS")
                     stream = await stream.start_tls(False, ssl_options=self.control_tls)
-                await send_line(stream, {
-                    "op": "register", "endpoint": self.endpoint, "token": self.token,
-                })
+                await send_line(
+                    stream, RELAY_REGISTER, endpoint=self.endpoint, token=self.token
+                )
                 reply = await read_line(stream)
                 if not reply.get("ok"):
                     logger.error("Relay %s refused %s: %s", self.relay, self.endpoint,
@@ -281,7 +294,7 @@ class RelayListener(BaseListener):
     async def _dial_back(self, token: str, origin: str) -> None:
         try:
             stream = await _open(self.relay)
-            await send_line(stream, {"op": "accept", "token": token})
+            await send_line(stream, RELAY_ACCEPT, token=token)
             if self.ssl:  # we are the TLS server of the end-to-end session
                 stream = await stream.start_tls(True, ssl_options=self.ssl)
             local = PREFIX + get_stream_address(stream)

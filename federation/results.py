@@ -24,7 +24,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import read
+from . import protocol, read
 from .capability import egress_fields, require
 from .config import NAME_PATTERN, NAME_RULE, SiteConfig
 from .describe import describe_source
@@ -45,7 +45,7 @@ def _describe(site: str, path: Path) -> dict[str, Any]:
     provenance_file = path.with_name(name + PROVENANCE_SUFFIX)
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
     info = describe_source(
-        site, f"{read.RESULTS}{name}", ZarrSource(str(path)), provenance.get("description", "")
+        site, protocol.RESULTS + name, ZarrSource(str(path)), provenance.get("description", "")
     )
     info = dataclasses.replace(
         info, egress=provenance.get("egress", "any"),
@@ -92,7 +92,7 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
     from distributed import get_worker
     from distributed.utils import sync
 
-    site, name = ref.split("/", 1)[0], ref.split("/", 2)[2]
+    site, name = protocol.site_of_ref(ref), protocol.result_name(ref)
     if read._site != site:
         raise ResultError(f"result {ref!r} can only be written at site {site!r}")
     if not read._results_dir:
@@ -106,7 +106,7 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
         raise ResultError(f"a result must be an xarray Dataset or DataArray, not {type(obj)}")
     worker = get_worker()
     facts = sync(
-        worker.loop, worker.scheduler.federation_result_publisher,
+        worker.loop, protocol.call, worker.scheduler, protocol.RESULT_PUBLISHER,
         site=site, session=read._session, ref=ref, key=worker.get_current_task(),
     )
     publisher = facts["published_by"]
@@ -146,7 +146,7 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
         read._opened.pop((ref, decoded), None)
     entry = _describe(site, path)
     sync(
-        worker.loop, worker.scheduler.federation_add_result,
+        worker.loop, protocol.call, worker.scheduler, protocol.ADD_RESULT,
         site=site, session=read._session, result=entry,
     )
     return entry["info"]

@@ -27,6 +27,7 @@ from distributed.comm.addressing import unparse_host_port
 from distributed.core import rpc
 from distributed.security import Security
 
+from . import protocol
 from .catalog import DatasetInfo
 from .config import ConfigError, MethodConfig, SiteConfig
 from .describe import describe_source
@@ -355,7 +356,8 @@ class Site:
             left = None if give_up is None else max(give_up - loop.time(), 1.0)
             try:
                 async with self._hub(timeout=left) as hub:
-                    reply = await hub.federation_register_site(
+                    reply = await protocol.call(
+                        hub, protocol.REGISTER_SITE,
                         site=self.cfg.site,
                         session=self.session,
                         datasets=[d.to_wire() for d in self.catalog],
@@ -445,7 +447,8 @@ class Site:
             await asyncio.sleep(delay)
             try:
                 async with self._hub() as hub:
-                    reply = await hub.federation_heartbeat(
+                    reply = await protocol.call(
+                        hub, protocol.HEARTBEAT,
                         site=self.cfg.site, session=self.session,
                         jobs=self._workers_status(),
                     )
@@ -470,7 +473,7 @@ class Site:
                 comm = await connect(self.hub, timeout=10, **args)
                 try:
                     await comm.write({
-                        "op": "federation_site_session", "site": self.cfg.site,
+                        "op": protocol.SITE_SESSION, "site": self.cfg.site,
                         "session": self.session,
                     })
                     if (await comm.read()).get("status") == "OK":
@@ -489,7 +492,11 @@ class Site:
         try:
             async with self._hub(timeout=2) as hub:
                 await asyncio.wait_for(
-                    hub.federation_unregister_site(site=self.cfg.site, session=self.session), 5
+                    protocol.call(
+                        hub, protocol.UNREGISTER_SITE, site=self.cfg.site,
+                        session=self.session,
+                    ),
+                    5,
                 )
         except Exception:  # the hub may already be gone
             pass

@@ -47,6 +47,7 @@ from . import methods, read
 from .catalog import describe_dataset
 from .lazy import build_dataset
 from .methods import run_method
+from .protocol import ADD_RESULT
 from .results import write_result
 from .sources import ZarrSource
 from .strict import ALLOWLIST, ALLOWLIST_PATH, attribute_ref, denied_name
@@ -252,7 +253,7 @@ def run_corpus(root: Path) -> set[tuple[str, str]]:
         # strict sites refuse distributed's P2P rechunking (its tasks and plugin)
         stack.enter_context(dask.config.set({"array.rechunk.method": "tasks"}))
         # write_result reports the stored result to the hub; this cluster has none
-        cluster.scheduler.handlers["federation_add_result"] = lambda **kwargs: None
+        cluster.scheduler.handlers[ADD_RESULT] = lambda **kwargs: None
         for name, obj in analyses(root):
             try:
                 client.gather(client.compute(obj))

@@ -22,7 +22,7 @@ import dask
 from distributed import SchedulerPlugin
 from distributed.core import _expects_comm
 
-from federation.labels import site_of
+from federation.protocol import site_of
 from federation.security import identity
 
 from .grants import principal

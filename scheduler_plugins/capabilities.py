@@ -21,7 +21,8 @@ from dask.utils import parse_timedelta
 from distributed import SchedulerPlugin
 
 from federation.capability import ANNOTATION, sign
-from federation.graph import bindings, site_of_ref
+from federation.graph import bindings
+from federation.protocol import site_of_ref
 
 from .grants import principal
 from .policy import PolicyPlugin

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 import dask
 from distributed import SchedulerPlugin
 
+from federation import protocol
 from federation.catalog import DatasetInfo
 from federation.config import CONNECTIVITY, NAME_PATTERN, NAME_RULE
 from federation.methods import MethodInfo
-from federation.read import RESULTS
+from federation.protocol import RESULTS
 from federation.security import identity, serial
 
 from .announce import check_announcement
@@ -49,21 +50,10 @@ class CatalogPlugin(SchedulerPlugin):
     """Registers sites and answers catalog questions.
 
     RPC handlers it adds to the scheduler (all arguments msgpack-plain; nothing a
-    site sends is unpickled):
-
-    ``federation_register_site(site, session, datasets, join=False)``
-        A site process announces itself and its catalog.
-    ``federation_heartbeat(site, session, jobs=None)``
-        Keeps the registration alive (and brings the state of a batch site's jobs);
-        answers ``{"status": "unknown"}`` after a hub restart, and the site re-announces.
-    ``federation_unregister_site(site, session)``
-        A site process leaves.
-    ``federation_add_result(site, session, result)``
-        A site worker stored a result.
-    ``federation_catalog()`` / ``federation_dataset(name)`` / ``federation_sites()``
-        What clients ask.
-
-    Who may call each: :mod:`.handlers`.
+    site sends is unpickled): ``REGISTER_SITE``, ``HEARTBEAT``, ``UNREGISTER_SITE``,
+    ``ADD_RESULT``, ``CATALOG``, ``DATASET``, ``SITES``, ``METHODS``, ``METHOD`` and
+    ``PROVENANCE``; their arguments and answers are in :mod:`federation.protocol`, who
+    may call each in :mod:`.handlers`.
     """
 
     name = "federation-catalog"
@@ -75,16 +65,16 @@ class CatalogPlugin(SchedulerPlugin):
         """Install the RPC handlers."""
         scheduler.handlers.update(
             {
-                "federation_register_site": self.register_site,
-                "federation_heartbeat": self.heartbeat,
-                "federation_unregister_site": self.unregister_site,
-                "federation_catalog": self.catalog,
-                "federation_dataset": self.dataset,
-                "federation_sites": self.sites,
-                "federation_methods": self.methods,
-                "federation_method": self.method,
-                "federation_add_result": self.add_result,
-                "federation_provenance": self.provenance,
+                protocol.REGISTER_SITE: self.register_site,
+                protocol.HEARTBEAT: self.heartbeat,
+                protocol.UNREGISTER_SITE: self.unregister_site,
+                protocol.CATALOG: self.catalog,
+                protocol.DATASET: self.dataset,
+                protocol.SITES: self.sites,
+                protocol.METHODS: self.methods,
+                protocol.METHOD: self.method,
+                protocol.ADD_RESULT: self.add_result,
+                protocol.PROVENANCE: self.provenance,
             }
         )
         # a user's or site's mistake is answered to them, not logged as a hub ERROR
@@ -165,17 +155,16 @@ class CatalogPlugin(SchedulerPlugin):
             )
         # every site gets a relay token: outbound-only sites register their listeners
         # with it, and without TLS it is how any site's workers ask for relay tickets
-        return {
-            "status": "OK", "connectivity": connectivity,
+        return protocol.RegisterReply(
+            connectivity=connectivity,
             # the site's workers check the hub's capabilities with it (federation.capability)
-            "capability_key": self.state.site_secret(site).hex(),
-            "relay": {
+            capability_key=self.state.site_secret(site).hex(),
+            relay=protocol.RelayAccess(
                 # behind a NodePort or proxy, sites reach the relay on another port
-                "port": dask.config.get("federation.relay.public-port")
-                or self.state.relay_port,
-                "token": self.state.relay.token_for(site),
-            },
-        }
+                port=dask.config.get("federation.relay.public-port") or self.state.relay_port,
+                token=self.state.relay.token_for(site),
+            ),
+        ).model_dump(mode="json")
 
     def heartbeat(
         self, site: str, session: str, jobs: dict[str, Any] | None = None

@@ -7,6 +7,8 @@ from typing import Any
 
 import dask
 
+from federation.protocol import site_of_ref
+
 
 def principal(ident: tuple[str, str] | None) -> str | None:
     """The grants key of an identity: a user's name, or ``site:<name>``."""
@@ -48,7 +50,7 @@ class Grants:
         if self.grants is None or (who or "").startswith("hub:") or who == f"site:{site}":
             return True
         return any(
-            fnmatch.fnmatchcase(site, p.split("/", 1)[0]) for p in self.patterns(who)
+            fnmatch.fnmatchcase(site, site_of_ref(p)) for p in self.patterns(who)
         )
 
     def site_view(self, who: str | None, site: str, info: dict[str, Any]) -> dict[str, Any]:

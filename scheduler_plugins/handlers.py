@@ -1,5 +1,7 @@
 """Who may call each of the hub's RPC handlers, and the guard that enforces it.
 
+The handlers' names, arguments and answers are in :mod:`federation.protocol`.
+
 The caller is known from the connection, never from a handler's arguments: on a
 ``tls://`` hub from the peer's certificate (role ``OU`` and name ``CN``, see
 :func:`federation.security.identity`); on a ``tcp://`` hub nobody is identified, and a
@@ -55,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from distributed.core import _expects_comm, error_message
 
+from federation import protocol
 from federation.security import identity
 
 if TYPE_CHECKING:
@@ -82,27 +85,27 @@ class Rule:
 
 
 TABLE: dict[str, Rule] = {
-    "federation_register_site": Rule(SITES, "site", action="register"),
-    "federation_heartbeat": Rule(SITES, "site", action="keep alive"),
-    "federation_unregister_site": Rule(SITES, "site", action="unregister"),
-    "federation_add_result": Rule(SITES, "site", session=True, action="announce results of"),
-    "federation_result_publisher": Rule(
+    protocol.REGISTER_SITE: Rule(SITES, "site", action="register"),
+    protocol.HEARTBEAT: Rule(SITES, "site", action="keep alive"),
+    protocol.UNREGISTER_SITE: Rule(SITES, "site", action="unregister"),
+    protocol.ADD_RESULT: Rule(SITES, "site", session=True, action="announce results of"),
+    protocol.RESULT_PUBLISHER: Rule(
         SITES, "site", session=True, action="store results of"
     ),
-    "federation_members": Rule(SITES),
-    "federation_relay_reset": Rule(SITES, "site", action="reset the relay connections of"),
-    "federation_site_session": Rule(SITES, "site", action="hold the session of"),
-    "federation_site_demand": Rule(SITES, "site", action="read the demand for"),
-    "federation_retire_site_workers": Rule(SITES, "site", action="retire workers of"),
+    protocol.MEMBERS: Rule(SITES),
+    protocol.RELAY_RESET: Rule(SITES, "site", action="reset the relay connections of"),
+    protocol.SITE_SESSION: Rule(SITES, "site", action="hold the session of"),
+    protocol.SITE_DEMAND: Rule(SITES, "site", action="read the demand for"),
+    protocol.RETIRE_SITE_WORKERS: Rule(SITES, "site", action="retire workers of"),
     # the relay names the caller from its connection itself (scheduler_plugins.relay)
-    "federation_relay_ticket": Rule(ANYONE),
-    "federation_catalog": Rule(ANYONE),
-    "federation_dataset": Rule(ANYONE),
-    "federation_method": Rule(ANYONE),
-    "federation_methods": Rule(ANYONE),
-    "federation_provenance": Rule(ANYONE),
-    "federation_sites": Rule(ANYONE),
-    "federation_traffic": Rule(ANYONE),
+    protocol.RELAY_TICKET: Rule(ANYONE),
+    protocol.CATALOG: Rule(ANYONE),
+    protocol.DATASET: Rule(ANYONE),
+    protocol.METHOD: Rule(ANYONE),
+    protocol.METHODS: Rule(ANYONE),
+    protocol.PROVENANCE: Rule(ANYONE),
+    protocol.SITES: Rule(ANYONE),
+    protocol.TRAFFIC: Rule(ANYONE),
 }
 
 #: handlers nobody declared: only the hub's own certificate may call them
@@ -211,7 +214,7 @@ class GuardedHandlers(dict):
 
     def __getitem__(self, op: str) -> Callable:
         handler = super().__getitem__(op)
-        if op.startswith("federation_"):
+        if op.startswith(protocol.PREFIX):
             wrap = guard
         elif op in DIALS:
             wrap = guard_dials

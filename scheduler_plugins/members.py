@@ -24,6 +24,7 @@ from dask.utils import parse_timedelta
 from distributed import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
+from federation.protocol import MEMBERS, Members
 from federation.revocation import RevocationList, disconnect, gate
 
 from .state import FederationState
@@ -46,7 +47,7 @@ class MembersPlugin(SchedulerPlugin):
         self._settings_stamp: float | None = None
 
     async def start(self, scheduler: Scheduler) -> None:
-        scheduler.handlers["federation_members"] = self.members
+        scheduler.handlers[MEMBERS] = self.members
         ca_file = scheduler.security.tls_ca_file
         if ca_file:
             path = dask.config.get("federation.tls.crl") or os.path.join(
@@ -64,10 +65,10 @@ class MembersPlugin(SchedulerPlugin):
 
     def members(self) -> dict[str, Any]:
         revoked = self.crl.serials if self.crl else ()
-        return {
-            "workers": sorted(self.state.members()),
-            "revoked": [format(s, "x") for s in sorted(revoked)],
-        }
+        return Members(
+            workers=sorted(self.state.members()),
+            revoked=[format(s, "x") for s in sorted(revoked)],
+        ).model_dump(mode="json")
 
     def refresh(self) -> None:
         """Apply a changed revocation list or settings file."""

@@ -29,7 +29,8 @@ from distributed import SchedulerPlugin
 from distributed.protocol import pickle
 
 from federation.errors import FederationError, RawDataMoveWarning
-from federation.graph import bindings, site_of_ref
+from federation.graph import bindings
+from federation.protocol import site_of_ref
 
 from .state import FederationState
 

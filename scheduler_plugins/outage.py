@@ -22,37 +22,15 @@ from distributed.protocol import pickle
 from tornado.ioloop import PeriodicCallback
 
 from federation.errors import SiteUnavailable
-from federation.labels import DATASET_PREFIX, SITE_PREFIX
+from federation.protocol import describe_label, label_site
 
-from .routing import HOLD, RoutingPlugin
+from .routing import RoutingPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
 
 logger = logging.getLogger(__name__)
-
-
-def _label_of(ts: TaskState, routing: RoutingPlugin) -> str | None:
-    if ts.key in routing.parked:
-        return routing.parked[ts.key]
-    for label in ts.resource_restrictions or ():
-        if label != HOLD and label.startswith((SITE_PREFIX, DATASET_PREFIX)):
-            return label
-    return None
-
-
-def _site_of_label(label: str) -> str:
-    if label.startswith(SITE_PREFIX):
-        return label[len(SITE_PREFIX):]
-    return label[len(DATASET_PREFIX):].split("/", 1)[0]
-
-
-def describe_label(label: str) -> str:
-    if label.startswith(SITE_PREFIX):
-        return f"site {label[len(SITE_PREFIX):]!r}"
-    ref = label[len(DATASET_PREFIX):]
-    return f"site {ref.split('/', 1)[0]!r} (dataset {ref!r} and its replicas)"
 
 
 class OutagePlugin(SchedulerPlugin):
@@ -95,7 +73,7 @@ class OutagePlugin(SchedulerPlugin):
         now = monotonic()
         waiting: dict[str, list[TaskState]] = {}
         for ts in scheduler.unrunnable:
-            label = _label_of(ts, self.routing)
+            label = self.routing.waiting_label(ts)
             if label is not None:
                 waiting.setdefault(label, []).append(ts)
         served = {
@@ -107,7 +85,7 @@ class OutagePlugin(SchedulerPlugin):
         # a site whose batch jobs are queued is coming, not down
         down = {
             label for label in waiting
-            if label not in served and not self.state.starting_workers(_site_of_label(label))
+            if label not in served and not self.state.starting_workers(label_site(label))
         }
         for label in list(self.down_since):
             if label not in down:

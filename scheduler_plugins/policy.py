@@ -29,13 +29,12 @@ from distributed import SchedulerPlugin
 
 from federation.capability import egress_class
 from federation.errors import PolicyError
-from federation.graph import bindings, site_of_ref
+from federation.graph import bindings
 from federation.labels import site_label
-from federation.methods import run_method
-from federation.results import write_result
+from federation.protocol import bound_site, site_call_kind, site_of_ref
 
 from .refusal import Refusals
-from .routing import RoutingPlugin, _label_site
+from .routing import RoutingPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -135,8 +134,8 @@ class PolicyPlugin(SchedulerPlugin):
             lineage = {ref for kind, ref in bound if kind == "dataset" and ref in restricted}
             for dts in ts.dependencies:
                 lineage |= self.lineage.get(dts.key, frozenset())
-            root = ts.run_spec.func if isinstance(ts.run_spec, Task) else None
-            if root is run_method and ts.run_spec.args and (
+            root = site_call_kind(ts.run_spec.func) if isinstance(ts.run_spec, Task) else None
+            if root == "method" and ts.run_spec.args and (
                 (ref := ts.run_spec.args[0]) in releasing
             ):
                 site = site_of_ref(ref)
@@ -146,14 +145,14 @@ class PolicyPlugin(SchedulerPlugin):
             if not lineage:
                 continue
             none_sites = {site_of_ref(r) for r in lineage if self._policy(r)[0] == "none"}
-            here = _label_site(ts.resource_restrictions) if bound else None
+            here = bound_site(ts.resource_restrictions) if bound else None
             if len(none_sites) > 1 or (none_sites and here and here not in none_sites):
                 refs = sorted(r for r in lineage if self._policy(r)[0] == "none")
                 error = self._error(refs[0], f"task {ts.key!r} combines {refs} across sites")
                 self.refusals.refuse(new, error)
                 scheduler.log_event("federation", {"action": "policy-refused", "keys": [ts.key]})
                 return
-            if root is write_result:
+            if root == "result":
                 # it returns the stored result's catalog entry, not data; the result
                 # itself keeps this lineage's class (signed into its capability)
                 self.written[ts.key] = frozenset(lineage)
@@ -183,7 +182,7 @@ class PolicyPlugin(SchedulerPlugin):
         if ts is None:
             return
         for dts in ts.dependents:
-            target = _label_site(dts.resource_restrictions)
+            target = bound_site(dts.resource_restrictions)
             if dts.state == "waiting" and not dts.waiting_on and target:
                 try:
                     self.check_leaving(ts, f"task {dts.key!r} at site {target!r}", target)

@@ -24,6 +24,7 @@ from typing import Any
 from distributed.comm import get_address_host
 from distributed.core import error_message
 
+from federation import protocol
 from federation.errors import FederationError
 from federation.security import identity
 
@@ -40,8 +41,7 @@ MAX_WAIT = 10.0
 #: not throttled: a site's liveness (a delayed heartbeat would expire the site) and relay
 #: tickets, which have their own per-identity limits
 UNTHROTTLED = frozenset({
-    "federation_register_site", "federation_heartbeat", "federation_unregister_site",
-    "federation_relay_ticket",
+    protocol.REGISTER_SITE, protocol.HEARTBEAT, protocol.UNREGISTER_SITE, protocol.RELAY_TICKET,
 })
 
 

@@ -26,7 +26,6 @@ learn the port from the reply to their registration.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import resource
 import secrets
@@ -41,6 +40,19 @@ from distributed.comm import get_address_host
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from federation import relay as relay_comm
+from federation.protocol import (
+    RELAY_ACCEPT,
+    RELAY_CONNECT,
+    RELAY_MAX_LINE,
+    RELAY_REGISTER,
+    RELAY_RESET,
+    RELAY_STARTTLS,
+    RELAY_TICKET,
+    read_relay_line,
+    relay_line,
+    relay_reply,
+    site_of_ref,
+)
 from federation.security import identity
 
 from .quietlog import QuietLog
@@ -56,8 +68,6 @@ logger = logging.getLogger(__name__)
 #: waits for our answer, so it hears why instead of timing out
 DIAL_TIMEOUT = relay_comm.DIAL_TIMEOUT - 5
 CHUNK = 256 * 1024
-#: the longest opening line (JSON) a peer may send
-MAX_LINE = 2**14
 
 def setting(key: str) -> Any:
     """``federation.relay.<key>`` from the hub's dask config (defaults: federation.yaml)."""
@@ -94,7 +104,7 @@ class RelayServer:
         self.quiet = QuietLog(logger)
 
     async def start(self, host: str | None, port: int) -> int:
-        self.server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE)
+        self.server = await asyncio.start_server(self._handle, host, port, limit=RELAY_MAX_LINE)
         return self.server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
@@ -179,22 +189,22 @@ class RelayServer:
         """Read and authenticate the opening of a connection; returns what serves it."""
         msg = await _read_line(reader)
         op = msg.get("op")
-        if op == "starttls":  # a control connection: mutual TLS, then the registration
+        if op == RELAY_STARTTLS:  # a control connection: mutual TLS, then the registration
             if self.ssl is None:
-                await _reply(writer, ok=False, error="this relay runs without TLS")
+                await _reply(writer, "this relay runs without TLS")
                 writer.close()
                 return None
-            await _reply(writer, ok=True)
+            await _reply(writer)
             await writer.start_tls(self.ssl)
             msg = await _read_line(reader)
-            if msg.get("op") != "register":
+            if msg.get("op") != RELAY_REGISTER:
                 raise ValueError("only a registration may follow starttls")
             return await self._register(msg, reader, writer)
-        if op == "register":
+        if op == RELAY_REGISTER:
             return await self._register(msg, reader, writer)
-        if op == "connect":
+        if op == RELAY_CONNECT:
             return await self._connect(msg, reader, writer)
-        if op == "accept":
+        if op == RELAY_ACCEPT:
             future = self.pending.pop(str(msg.get("token", "")), None)
             if future is None or future.done():
                 writer.transport.abort()
@@ -207,7 +217,7 @@ class RelayServer:
         self, msg: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> Awaitable[None] | None:
         endpoint = str(msg.get("endpoint", ""))
-        site = endpoint.split("/", 1)[0]
+        site = site_of_ref(endpoint)
         error = None
         if self.ssl is not None:
             who = identity(writer.get_extra_info("peercert"))
@@ -227,14 +237,14 @@ class RelayServer:
         if error is not None:
             self.quiet.log(logging.WARNING, "register-refused", "Relay refused an endpoint: %s",
                            error)
-            await _reply(writer, ok=False, error=error)
+            await _reply(writer, error)
             writer.close()
             return None
         old = self.endpoints.get(endpoint)
         if old is not None:
             old.close()
         self.endpoints[endpoint] = writer
-        await _reply(writer, ok=True)
+        await _reply(writer)
         logger.info("Relay endpoint %s registered", endpoint)
         return self._control(endpoint, reader, writer)
 
@@ -255,19 +265,19 @@ class RelayServer:
         if ticket is None or ticket[3] < time.monotonic():
             self.quiet.log(logging.WARNING, "no-ticket", "Relay refused a connect without a "
                            "valid ticket from %s", writer.get_extra_info("peername"))
-            await _reply(writer, ok=False, error=(
+            await _reply(writer, (
                 "a relayed connection needs a ticket from the hub (federation_relay_ticket); "
                 "this one is missing, used or expired"
             ))
             writer.close()
             return None
         holder, origin, target, _ = ticket
-        site = target.split("/", 1)[0]
+        site = site_of_ref(target)
         if len(self._spliced.get(site, ())) >= 2 * setting("max-connections-per-site"):
             self.quiet.log(logging.WARNING, "site-limit", "Relay refused a connection to "
                            "%s: the site has %d relayed connections", site,
                            len(self._spliced[site]) // 2)
-            await _reply(writer, ok=False, error=(
+            await _reply(writer, (
                 f"site {site!r} has too many relayed connections; raise "
                 "federation.relay.max-connections-per-site at the hub"
             ))
@@ -286,16 +296,16 @@ class RelayServer:
         try:
             if control is None:
                 raise OSError("endpoint gone")
-            control.write(json.dumps({"token": token, "from": origin}).encode() + b"\n")
+            control.write(relay_line(token=token, **{"from": origin}))
             await control.drain()
             peer_reader, peer_writer = await asyncio.wait_for(future, DIAL_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
             self.pending.pop(token, None)
-            await _reply(writer, ok=False, error=f"endpoint {target!r} did not dial back")
+            await _reply(writer, f"endpoint {target!r} did not dial back")
             writer.close()
             return
-        await _reply(writer, ok=True)
-        site = target.split("/", 1)[0]
+        await _reply(writer)
+        site = site_of_ref(target)
         spliced = self._spliced.setdefault(site, set())
         spliced.update((writer, peer_writer))
         self._holders[holder] += 1
@@ -326,15 +336,13 @@ class RelayServer:
 
 
 async def _read_line(reader: asyncio.StreamReader) -> dict:
-    """One JSON object on one line (at most :data:`MAX_LINE` bytes)."""
-    msg = json.loads(await reader.readline())
-    if not isinstance(msg, dict):
-        raise ValueError("a relay message is a JSON object")
-    return msg
+    """One JSON object on one line (at most :data:`RELAY_MAX_LINE` bytes)."""
+    return read_relay_line(await reader.readline())
 
 
-async def _reply(writer: asyncio.StreamWriter, **msg: Any) -> None:
-    writer.write(json.dumps(msg).encode() + b"\n")
+async def _reply(writer: asyncio.StreamWriter, error: str | None = None) -> None:
+    """Answer an opening: go ahead, or the ``error`` that refuses it."""
+    writer.write(relay_reply(error))
     await writer.drain()
 
 
@@ -372,8 +380,8 @@ class RelayPlugin(SchedulerPlugin):
         for p in {self.state.relay_port, dask.config.get("federation.relay.public-port")}:
             if p:
                 relay_comm.LOCAL_TICKETS[int(p)] = self._hub_ticket
-        scheduler.handlers["federation_relay_reset"] = self.reset
-        scheduler.handlers["federation_relay_ticket"] = self.ticket
+        scheduler.handlers[RELAY_RESET] = self.reset
+        scheduler.handlers[RELAY_TICKET] = self.ticket
         logger.info("Relay for outbound-only sites on port %d", self.state.relay_port)
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from dask._task_spec import Task
 from distributed import SchedulerPlugin
 
 from federation.graph import bindings
-from federation.results import write_result
+from federation.protocol import RESULT_PUBLISHER, Publisher, site_call_kind
 
 from .grants import principal
 from .state import FederationState
@@ -71,7 +71,7 @@ class ResultsPlugin(SchedulerPlugin):
         self.publications: dict[Any, Publication] = {}
 
     async def start(self, scheduler: Scheduler) -> None:
-        scheduler.handlers["federation_result_publisher"] = self.publisher
+        scheduler.handlers[RESULT_PUBLISHER] = self.publisher
 
     def update_graph(
         self, scheduler: Scheduler, *, client: str, tasks: list, **kwargs: Any
@@ -81,7 +81,7 @@ class ResultsPlugin(SchedulerPlugin):
         for key in tasks:
             ts = scheduler.tasks.get(key)
             spec = ts.run_spec if ts is not None else None
-            if not (isinstance(spec, Task) and spec.func is write_result):
+            if not (isinstance(spec, Task) and site_call_kind(spec.func) == "result"):
                 continue
             datasets, methods = _lineage(ts)
             who = principal(self.state.client_identity.get(client))
@@ -106,14 +106,14 @@ class ResultsPlugin(SchedulerPlugin):
             )
         known = self.state.datasets()
         methods = self.state.methods()
-        return {
-            "published_by": pub.publisher,
-            "datasets": [
+        return Publisher(
+            published_by=pub.publisher,
+            datasets=[
                 {"dataset": r, "version": known[r].version if r in known else None}
                 for r in pub.datasets
             ],
-            "methods": [
+            methods=[
                 {"method": r, "version": methods[r].version if r in methods else None}
                 for r in pub.methods
             ],
-        }
+        ).model_dump(mode="json")

@@ -35,9 +35,16 @@ from distributed import SchedulerPlugin
 from distributed.core import Status
 from tornado.ioloop import PeriodicCallback
 
-from federation.graph import bindings, site_of_ref
-from federation.labels import DATASET_PREFIX, SITE_PREFIX, dataset_label, site_label
-from federation.read import RESULTS
+from federation.graph import bindings
+from federation.protocol import (
+    SITE_PREFIX,
+    bound_site,
+    dataset_label,
+    label_site,
+    result_name,
+    site_label,
+    site_of_ref,
+)
 
 from .state import FederationState
 
@@ -46,16 +53,6 @@ if TYPE_CHECKING:
 
 #: A resource no worker advertises: parks a read in ``no-worker`` until admitted.
 HOLD = "federation:held"
-
-
-def _label_site(restrictions: dict[str, float] | None) -> str | None:
-    """The site a task is already bound to by a site or dataset label."""
-    for label in restrictions or ():
-        if label.startswith(SITE_PREFIX):
-            return label[len(SITE_PREFIX):]
-        if label.startswith(DATASET_PREFIX):
-            return label[len(DATASET_PREFIX):].split("/", 1)[0]
-    return None
 
 
 class RoutingPlugin(SchedulerPlugin):
@@ -165,13 +162,23 @@ class RoutingPlugin(SchedulerPlugin):
         ts.loose_restrictions = False
         self.pinned.add(ts.key)
         label = site_label(site)
-        if kind == "dataset" and not ref.startswith(f"{site}/{RESULTS}"):
+        if kind == "dataset" and result_name(ref) is None:
             label = dataset_label(ref)  # replicas of a dataset may live elsewhere
         if kind == "dataset" and self.site_queue:
             self.parked[ts.key] = label
             ts.resource_restrictions = {HOLD: 1}
         else:
             ts.resource_restrictions = {label: 1}
+
+    def waiting_label(self, ts: TaskState) -> str | None:
+        """The ``site:`` or ``dataset:`` label a task needs a worker with (a parked
+        read's, else its restriction's); ``None``: it is bound to no site."""
+        if ts.key in self.parked:
+            return self.parked[ts.key]
+        for label in ts.resource_restrictions or ():
+            if label_site(label) is not None:
+                return label
+        return None
 
     def transition(
         self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any
@@ -251,7 +258,7 @@ class RoutingPlugin(SchedulerPlugin):
             return  # most graphs: skip the walk over every new task
         likely: dict[Any, str | None] = {}
         for ts in sorted(new, key=lambda ts: ts.priority):
-            if site := _label_site(
+            if site := bound_site(
                 {self.parked[ts.key]: 1} if ts.key in self.parked else ts.resource_restrictions
             ):
                 likely[ts.key] = site

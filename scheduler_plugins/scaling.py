@@ -30,8 +30,15 @@ from distributed.active_memory_manager import (
 )
 from distributed.core import Status
 
-from .outage import _label_of
-from .routing import RoutingPlugin, _label_site
+from federation.protocol import (
+    RETIRE_SITE_WORKERS,
+    SITE_DEMAND,
+    Demand,
+    WorkerLoad,
+    label_site,
+)
+
+from .routing import RoutingPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -74,8 +81,8 @@ class ScalingPlugin(SchedulerPlugin):
 
     async def start(self, scheduler: Scheduler) -> None:
         scheduler.handlers.update({
-            "federation_site_demand": self.demand,
-            "federation_retire_site_workers": self.retire,
+            SITE_DEMAND: self.demand,
+            RETIRE_SITE_WORKERS: self.retire,
         })
 
     def demand(self, comm: Any, site: str) -> dict[str, Any]:
@@ -83,18 +90,18 @@ class ScalingPlugin(SchedulerPlugin):
         # parked reads and tasks bound to the site that wait for a worker (no-worker)
         tasks = sum(
             1 for ts in scheduler.unrunnable
-            if (label := _label_of(ts, self.routing)) and _label_site({label: 1}) == site
+            if (label := self.routing.waiting_label(ts)) and label_site(label) == site
         )
         workers = self.state.workers_of(site)
         tasks += sum(len(ws.processing) for ws in workers)
-        return {
-            "tasks": tasks,
-            "held": sum(len(ws.has_what) for ws in workers),
-            "workers": {
-                str(ws.name): {"processing": len(ws.processing), "keys": len(ws.has_what)}
+        return Demand(
+            tasks=tasks,
+            held=sum(len(ws.has_what) for ws in workers),
+            workers={
+                str(ws.name): WorkerLoad(processing=len(ws.processing), keys=len(ws.has_what))
                 for ws in workers
             },
-        }
+        ).model_dump(mode="json")
 
     async def retire(self, comm: Any, site: str, names: list[str]) -> list[str]:
         scheduler = self.state.scheduler

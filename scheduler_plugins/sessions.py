@@ -17,6 +17,8 @@ from distributed import SchedulerPlugin
 from distributed.comm import CommClosedError
 from distributed.core import Status
 
+from federation.protocol import SITE_SESSION
+
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ class SessionPlugin(SchedulerPlugin):
         self.state = state
 
     async def start(self, scheduler: Scheduler) -> None:
-        scheduler.handlers["federation_site_session"] = self.hold
+        scheduler.handlers[SITE_SESSION] = self.hold
 
     async def hold(self, comm: Comm, site: str, session: str) -> Any:
         """Acknowledge, then wait until the connection closes and end the session.

@@ -25,8 +25,8 @@ from federation.errors import (
     UnknownDatasetError,
     UnknownMethodError,
 )
-from federation.labels import DATASET_PREFIX, site_of
 from federation.methods import MethodInfo
+from federation.protocol import SiteStatus, label_dataset, site_of, split_ref
 
 from .grants import Grants
 from .relay import RelayServer
@@ -157,7 +157,7 @@ class FederationState:
         return record
 
     def _check_replica(self, info: DatasetInfo) -> None:
-        origin_site, origin_name = info.replica_of.split("/", 1)
+        origin_site, origin_name = split_ref(info.replica_of)
         record = self.sites.get(origin_site)
         origin = record.catalog.get(origin_name) if record else None
         if origin is None:
@@ -236,8 +236,7 @@ class FederationState:
         held = {info.ref for info in record.catalog.values()}
         held |= {info.replica_of for info in record.catalog.values() if info.replica_of}
         for label in ws.resources:
-            ref = label[len(DATASET_PREFIX):]
-            if label.startswith(DATASET_PREFIX) and ref not in held:
+            if (ref := label_dataset(label)) is not None and ref not in held:
                 return f"it claims dataset {ref!r}, which site {site!r} does not hold"
         return None
 
@@ -316,7 +315,7 @@ class FederationState:
         if name in known:
             return known[name]
         if "/" not in name:
-            matches = [ref for ref in known if ref.split("/", 1)[1] == name]
+            matches = [each for each in known if split_ref(each)[1] == name]
             if len(matches) == 1:
                 return known[matches[0]]
             if len(matches) > 1:
@@ -358,22 +357,22 @@ class FederationState:
             status = "connected" if workers else "no workers"
             if record is not None and not alive:
                 status = "offline"
-            out[name] = {
-                "status": status,
-                "workers": [ws.name for ws in workers],
-                "nthreads": sum(ws.nthreads for ws in workers),
-                "memory_limit": sum(ws.memory_limit or 0 for ws in workers),
-                "memory_used": sum(ws.memory.process for ws in workers),
-                "datasets": sorted(record.catalog) if record else [],
-                "methods": sorted(record.methods) if record else [],
-                "results": sorted(record.results) if record else [],
-                "accepts_results": record.accepts_results if record else False,
-                "tasks_done": self.tasks_done[name],
-                "registered": record.registered if record else None,
-                "connectivity": record.connectivity if record else "direct",
-                "relayed_bytes": sum(
+            out[name] = SiteStatus(
+                status=status,
+                workers=[ws.name for ws in workers],
+                nthreads=sum(ws.nthreads for ws in workers),
+                memory_limit=sum(ws.memory_limit or 0 for ws in workers),
+                memory_used=sum(ws.memory.process for ws in workers),
+                datasets=sorted(record.catalog) if record else [],
+                methods=sorted(record.methods) if record else [],
+                results=sorted(record.results) if record else [],
+                accepts_results=record.accepts_results if record else False,
+                tasks_done=self.tasks_done[name],
+                registered=record.registered if record else None,
+                connectivity=record.connectivity if record else "direct",
+                relayed_bytes=sum(
                     n for (a, b), n in self.relay.carried.items() if name in (a, b)
                 ),
-                "jobs": record.jobs if record else None,
-            }
+                jobs=record.jobs if record else None,
+            ).model_dump(mode="json")
         return out

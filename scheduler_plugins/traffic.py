@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from distributed import SchedulerPlugin
 
+from federation.protocol import TRAFFIC, WORKER_TRAFFIC, TrafficReport
+
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -30,9 +32,8 @@ CLIENT = "client"
 class TrafficPlugin(SchedulerPlugin):
     """Collects per-worker transfer counters into a source × destination ledger.
 
-    RPC handler: ``federation_traffic()`` returns ``{"rows": [[source, destination,
-    wire_bytes, nbytes, transfers], ...], "tasks": {site: n}}``, cumulative since the
-    hub started.
+    RPC handler: :data:`~federation.protocol.TRAFFIC` answers a
+    :class:`~federation.protocol.TrafficReport`, cumulative since the hub started.
     """
 
     name = "federation-traffic"
@@ -44,7 +45,7 @@ class TrafficPlugin(SchedulerPlugin):
         self.counters: dict[str, dict[str, list[int]]] = {}
 
     async def start(self, scheduler: Scheduler) -> None:
-        scheduler.handlers["federation_traffic"] = self.traffic
+        scheduler.handlers[TRAFFIC] = self.traffic
 
     async def collect(self) -> None:
         """Pull every worker's counters (workers that do not answer keep their last)."""
@@ -57,7 +58,7 @@ class TrafficPlugin(SchedulerPlugin):
         try:
             replies = await asyncio.wait_for(
                 scheduler.broadcast(
-                    msg={"op": "federation_traffic"}, workers=workers, on_error="return"
+                    msg={"op": WORKER_TRAFFIC}, workers=workers, on_error="return"
                 ),
                 self.timeout,
             )
@@ -82,8 +83,8 @@ class TrafficPlugin(SchedulerPlugin):
 
     async def traffic(self) -> dict[str, Any]:
         await self.collect()
-        return {
-            "rows": self.ledger(),
-            "tasks": dict(self.state.tasks_done),
-            "refusals": dict(self.state.egress_refusals),
-        }
+        return TrafficReport(
+            rows=self.ledger(),
+            tasks=self.state.tasks_done,
+            refusals=self.state.egress_refusals,
+        ).model_dump(mode="json")

@@ -27,11 +27,11 @@ from distributed import SchedulerPlugin
 from distributed.comm.addressing import normalize_address
 
 from federation.graph import bindings
+from federation.protocol import bound_site
 from federation.security import identity
 
 from .grants import principal
 from .refusal import Refusals
-from .routing import _label_site
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class TrustPlugin(SchedulerPlugin):
         labels = dict(ts.resource_restrictions or {})
         if (parked := self.refusals.routing.parked.get(ts.key)) is not None:
             labels[parked] = 1
-        if site := _label_site(labels):
+        if site := bound_site(labels):
             sites.add(site)
         for addr in ts.worker_restrictions or ():
             sites.add(self.state.worker_site.get(addr) or f"worker {addr}")

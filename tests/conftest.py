@@ -13,8 +13,8 @@ import pytest
 import xarray as xr
 
 from federation.demo import write_dataset
-from federation.labels import site_of
 from federation.local import write_site_config
+from federation.protocol import site_of
 
 # 40 days of a 1° global grid in 8 chunks of 5 days: ~10 MB per variable
 TEST_SIZE = 40 * 180 * 360 * 4

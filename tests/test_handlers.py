@@ -19,7 +19,7 @@ import yaml
 from cryptography import x509
 from distributed.core import rpc
 
-from federation import PolicyError
+from federation import PolicyError, protocol
 from federation.local import LocalFederation
 from federation.security import init_ca, issue, issued, revoke, revoked_serials, security
 
@@ -95,20 +95,20 @@ def test_every_federation_handler_is_in_the_table(hub, pki):
     with connect(hub, pki, "hub-hub") as fed:
         ops = fed.client.run_on_scheduler(
             lambda dask_scheduler: sorted(h for h in dask_scheduler.handlers
-                                          if h.startswith("federation_"))
+                                          if h.startswith(protocol.PREFIX))
         )
     assert ops and set(ops) <= set(TABLE)
 
 
 def test_user_cannot_announce_a_result_that_shadows_a_dataset(hub, pki):
     """Attack 1: a user announces 'awi/sst' with egress 'any' as a result of awi."""
-    sst = call(hub, pki, "user-alice", "federation_dataset", name="awi/sst")
+    sst = call(hub, pki, "user-alice", protocol.DATASET, name="awi/sst")
     assert sst["egress"] == "none"
     forged = {"info": {**sst, "egress": "any"}, "provenance": {}}
     any_worker = "tls://127.0.0.1:1"  # the old check trusted a worker address argument
     for kwargs in ({"session": "guess"}, {"session": "guess", "worker": any_worker}):
         with pytest.raises(PermissionError, match="user 'alice' cannot announce results"):
-            call(hub, pki, "user-alice", "federation_add_result", site="awi", result=forged,
+            call(hub, pki, "user-alice", protocol.ADD_RESULT, site="awi", result=forged,
                  **kwargs)
     with connect(hub, pki, "user-alice") as fed:
         assert fed.info("awi/sst").egress == "none"
@@ -123,23 +123,23 @@ def test_user_cannot_announce_a_result_that_shadows_a_dataset(hub, pki):
 
 def test_site_cannot_announce_entries_outside_its_namespace(hub, pki):
     """A hostile site announces awi's dataset, or a 'result' named like a dataset."""
-    sst = call(hub, pki, "site-geomar", "federation_dataset", name="awi/sst")
-    chl = call(hub, pki, "site-geomar", "federation_dataset", name="geomar/chl")
+    sst = call(hub, pki, "site-geomar", protocol.DATASET, name="awi/sst")
+    chl = call(hub, pki, "site-geomar", protocol.DATASET, name="geomar/chl")
     as_result = {"info": {**sst, "egress": "any"}, "provenance": {}}
     own_name = {"info": {**chl, "egress": "any"}, "provenance": {}}  # 'geomar/chl', no results/
     register = dict(site="geomar", session="s", datasets=[], join=True)
     with pytest.raises(PermissionError, match="cannot announce result awi/sst of site 'awi'"):
-        call(hub, pki, "site-geomar", "federation_register_site", **register, results=[as_result])
+        call(hub, pki, "site-geomar", protocol.REGISTER_SITE, **register, results=[as_result])
     with pytest.raises(PermissionError, match="results are named geomar/results/NAME"):
-        call(hub, pki, "site-geomar", "federation_register_site", **register, results=[own_name])
+        call(hub, pki, "site-geomar", protocol.REGISTER_SITE, **register, results=[own_name])
     with pytest.raises(PermissionError, match="cannot announce dataset awi/sst"):
-        call(hub, pki, "site-geomar", "federation_register_site",
+        call(hub, pki, "site-geomar", protocol.REGISTER_SITE,
              **{**register, "datasets": [sst]})
     with pytest.raises(PermissionError, match="site 'geomar' cannot announce results of site"):
-        call(hub, pki, "site-geomar", "federation_add_result", site="awi", session="s",
+        call(hub, pki, "site-geomar", protocol.ADD_RESULT, site="awi", session="s",
              result=as_result)
     with pytest.raises(PermissionError, match="needs the session of a live registration"):
-        call(hub, pki, "site-geomar", "federation_add_result", site="geomar", session="s",
+        call(hub, pki, "site-geomar", protocol.ADD_RESULT, site="geomar", session="s",
              result=own_name)
     with connect(hub, pki, "user-alice") as fed:
         catalog = fed.catalog().set_index("dataset")
@@ -151,12 +151,12 @@ def test_site_cannot_announce_entries_outside_its_namespace(hub, pki):
 @pytest.mark.parametrize(
     "op, kwargs, legit",
     [
-        ("federation_register_site", {"session": "s", "datasets": []}, "already registered"),
-        ("federation_heartbeat", {"session": "s"}, {"status": "unknown"}),
-        ("federation_unregister_site", {"session": "s"}, {"status": "OK"}),
-        ("federation_result_publisher", {"session": "s", "ref": "x", "key": "k"},
+        (protocol.REGISTER_SITE, {"session": "s", "datasets": []}, "already registered"),
+        (protocol.HEARTBEAT, {"session": "s"}, {"status": "unknown"}),
+        (protocol.UNREGISTER_SITE, {"session": "s"}, {"status": "OK"}),
+        (protocol.RESULT_PUBLISHER, {"session": "s", "ref": "x", "key": "k"},
          "needs the session"),
-        ("federation_relay_reset", {}, {"cut": 0}),
+        (protocol.RELAY_RESET, {}, {"cut": 0}),
     ],
 )
 def test_site_handlers_act_only_under_the_callers_name(hub, pki, op, kwargs, legit):
@@ -172,13 +172,13 @@ def test_site_handlers_act_only_under_the_callers_name(hub, pki, op, kwargs, leg
         assert "cannot" not in str(info.value)
     else:
         assert call(hub, pki, "site-geomar", op, site="geomar", **kwargs) == legit
-    assert "geomar" in call(hub, pki, "user-alice", "federation_sites")
+    assert "geomar" in call(hub, pki, "user-alice", protocol.SITES)
 
 
 def test_member_list_is_for_sites(hub, pki):
     with pytest.raises(PermissionError, match="user 'alice' may not call 'federation_members'"):
-        call(hub, pki, "user-alice", "federation_members")
-    members = call(hub, pki, "site-geomar", "federation_members")
+        call(hub, pki, "user-alice", protocol.MEMBERS)
+    members = call(hub, pki, "site-geomar", protocol.MEMBERS)
     with connect(hub, pki, "user-alice") as fed:
         assert sorted(members["workers"]) == sorted(workers(fed).values())
 

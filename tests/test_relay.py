@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from federation import protocol
 from federation.local import LocalFederation
 from federation.relay import parse
 from federation.security import init_ca, issue, security
@@ -196,7 +197,7 @@ def test_cut_relay_connections_mid_computation_recover(relayed):
         [(sst - clim.sel(month=1)).mean(["lat", "lon"]), fed.open_dataset("geomar/chl").chl.max()]
     )
     time.sleep(0.5)
-    cut = fed.client.sync(fed.client.scheduler.federation_relay_reset, site="awi")
+    cut = fed.client.sync(protocol.call, fed.client.scheduler, protocol.RELAY_RESET, site="awi")
     assert cut["cut"] >= 2  # at least the two workers' control connections
     anomaly, chl_max = fed.client.gather(future)
     local = open_local(relayed.root / "awi" / "sst.zarr").sst

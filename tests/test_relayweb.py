@@ -24,6 +24,7 @@ import xarray as xr
 import yaml
 from distributed import Client, Scheduler, SchedulerPlugin, Worker
 
+from federation import protocol
 from federation.local import LocalFederation
 from federation.relay import parse
 
@@ -172,10 +173,12 @@ def test_connect_needs_a_ticket_and_lists_no_endpoints(hub):
     assert endpoint.split("/", 1)[1] not in reply["error"]  # no endpoint listing
     # a target that is not a registered endpoint (blind SSRF into the site): no ticket
     with pytest.raises(PermissionError, match="not connected to the relay") as e:
-        fed.client.sync(fed.client.scheduler.federation_relay_ticket, target="evil/10.0.0.1:22")
+        fed.client.sync(protocol.call, fed.client.scheduler, protocol.RELAY_TICKET,
+                        target="evil/10.0.0.1:22")
     assert endpoint.split("/", 1)[1] not in str(e.value)
     # a registered endpoint: a ticket, used once
-    ticket = fed.client.sync(fed.client.scheduler.federation_relay_ticket, target=endpoint)
+    ticket = fed.client.sync(protocol.call, fed.client.scheduler, protocol.RELAY_TICKET,
+                             target=endpoint)
     assert _relay_call(host, port, {"op": "connect", "ticket": ticket})["ok"]
     reply = _relay_call(host, port, {"op": "connect", "ticket": ticket})
     assert not reply["ok"] and "used or expired" in reply["error"]
@@ -192,8 +195,8 @@ def test_byte_counters_name_the_authenticated_side(hub):
         return {s["name"]: s["relayed_bytes"] for s in sites}
 
     before = relayed()
-    ticket = fed.client.sync(fed.client.scheduler.federation_relay_ticket, target=endpoint,
-                             site="geo", token="forged")
+    ticket = fed.client.sync(protocol.call, fed.client.scheduler, protocol.RELAY_TICKET,
+                             target=endpoint, site="geo", token="forged")
     assert _relay_call(host, port, {"op": "connect", "ticket": ticket}, b"x" * 50_000)["ok"]
     after = relayed()
     assert after["evil"] - before["evil"] >= 50_000
@@ -368,10 +371,10 @@ def test_rpc_rate_per_caller():
     async def main() -> None:
         async with Scheduler(port=0, dashboard_address=":0", preload=["scheduler_plugins"]) as s, \
                 Client(s.address, asynchronous=True) as c:
-            assert await c.scheduler.federation_sites() == {}
-            assert await c.scheduler.federation_sites() == {}
+            assert await protocol.call(c.scheduler, protocol.SITES) == {}
+            assert await protocol.call(c.scheduler, protocol.SITES) == {}
             with pytest.raises(PermissionError, match="rpc-per-second"):
-                await c.scheduler.federation_sites()
+                await protocol.call(c.scheduler, protocol.SITES)
             assert await c.scheduler.identity()  # the hub keeps serving
 
     with dask.config.set({"federation.fair-share.rpc-per-second": 0.01,

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from federation.labels import site_of
-
-from ..routing import _label_site
+from federation.protocol import bound_site, site_of
 
 if TYPE_CHECKING:
     from ..state import FederationState
@@ -45,7 +43,7 @@ class SiteTasks:
         for addr in sorted(workers):
             if site := self.state.worker_site.get(addr):
                 return site
-        return _label_site(ts.resource_restrictions) or "unknown"
+        return bound_site(ts.resource_restrictions) or "unknown"
 
     def site_names(self) -> list[str]:
         """Registered sites and sites with workers, sorted."""
@@ -61,10 +59,10 @@ class SiteTasks:
         routing = scheduler.plugins.get("federation-routing")
         parked = getattr(routing, "parked", {}) or {}
         for label in list(parked.values()):  # parked reads: key -> the label they need
-            if site := _label_site({label: 1}):
+            if site := bound_site({label: 1}):
                 queued[site] += 1
         for ts in list(scheduler.unrunnable):
-            if ts.key not in parked and (site := _label_site(ts.resource_restrictions)):
+            if ts.key not in parked and (site := bound_site(ts.resource_restrictions)):
                 queued[site] += 1
         return queued
 

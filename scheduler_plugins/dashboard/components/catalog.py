@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from federation.protocol import site_of_ref
+
 from .base import Component, PageView, fit, fmt_bytes, set_data, table
 
 
@@ -69,7 +71,7 @@ class ResultsTable(Component):
 
     def update(self, view: PageView) -> None:
         published = [
-            (ref, "site " + ref.split("/", 1)[0], str(p.get("published_by", "")),
+            (ref, "site " + site_of_ref(ref), str(p.get("published_by", "")),
              str(p.get("published_at", "")))
             for ref, p in sorted(view.results.items())
         ]
