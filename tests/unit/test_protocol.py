@@ -9,9 +9,21 @@ from federation import protocol
 
 from .hub import hub_cluster
 
+#: every hub handler name of the contract
+HUB_HANDLERS = {
+    value for name, value in vars(protocol).items()
+    if name.isupper() and isinstance(value, str) and value.startswith(protocol.PREFIX)
+    and value not in (protocol.PREFIX, protocol.WORKER_TRAFFIC)
+}
+
 
 @hub_cluster("awi", "geomar")
 async def test_hub_answers_are_the_contract_records(c, s, a, g):
+    from scheduler_plugins.handlers import TABLE
+
+    # the hub serves exactly the contract's handlers, and says who may call each
+    assert {op for op in s.handlers if op.startswith(protocol.PREFIX)} == HUB_HANDLERS
+    assert set(TABLE) == HUB_HANDLERS
     sites = await protocol.call(c.scheduler, protocol.SITES)
     status = {name: protocol.SiteStatus(**entry) for name, entry in sites.items()}
     assert {n: (st.status, st.nthreads) for n, st in status.items()} == {
