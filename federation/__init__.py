@@ -9,8 +9,9 @@ Examples
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import settings  # noqa: F401  (dask config defaults first)
-from .client import Federation, connect, worker_federation
 from .errors import (
     ArgumentError,
     CapabilityError,
@@ -29,6 +30,21 @@ from .errors import (
     UnknownMethodError,
 )
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .client import Federation, connect, worker_federation
+
+#: the client, imported on first use: the hub and the sites import this package for
+#: its other modules and need none of the client's
+_CLIENT = ("Federation", "connect", "worker_federation")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'federation' has no attribute {name!r}")
 
 __all__ = [
     "ArgumentError",

@@ -22,7 +22,8 @@ from .display import federation_html, federation_text
 from .errors import HubUnavailable, ResultError
 from .graph import graph_uses
 from .lazy import Chunks, build_dataset
-from .methods import MethodInfo, bind_arguments, run_method
+from .methods import bind_arguments, run_method
+from .protocol import MethodInfo
 from .results import check_name, write_result
 from .traffic import TrafficRecord
 from .version import __version__

@@ -16,7 +16,7 @@ from dask.utils import format_bytes
 if TYPE_CHECKING:
     from .catalog import DatasetInfo
     from .client import Federation
-    from .methods import MethodInfo
+    from .protocol import MethodInfo
     from .traffic import TrafficRecord
 
 #: colours of a site's status, as the federation page uses them

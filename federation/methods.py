@@ -23,7 +23,6 @@ import json
 import traceback
 import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import jsonschema
@@ -32,7 +31,7 @@ import xarray as xr
 from pydantic import TypeAdapter
 
 from .errors import ArgumentError, MethodError
-from .protocol import site_of_ref
+from .protocol import MethodInfo, ParameterInfo, site_of_ref
 
 #: Types that cannot be described by JSON schema; they get a schema of their own.
 ARRAY_TYPES: dict[str, type] = {
@@ -83,91 +82,6 @@ def _json_default(value: Any) -> Any:
         return value
     except TypeError:
         return repr(value)
-
-
-class _Hint(str):
-    """A type hint known only by name; shows unquoted in signatures, like the real one."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
-@dataclass(frozen=True)
-class ParameterInfo:
-    name: str
-    kind: str  # inspect.Parameter kind name, e.g. "POSITIONAL_OR_KEYWORD"
-    annotation: str
-    schema: dict[str, Any]
-    has_default: bool = False
-    default: Any = None
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """What a site announces about a shared method or workflow."""
-
-    site: str
-    name: str
-    kind: str  # "method" or "workflow"
-    doc: str
-    parameters: list[ParameterInfo]
-    returns: dict[str, Any]
-    return_annotation: str
-    version: str
-    #: egress class of the output (site config ``release:``); ``None``: its inputs' class
-    release: str | None = None
-    #: with release "aggregated": the largest output that may leave the site
-    max_egress_bytes: int | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.site}/{self.name}"
-
-    @property
-    def summary(self) -> str:
-        return self.doc.strip().splitlines()[0] if self.doc.strip() else ""
-
-    @property
-    def signature(self) -> str:
-        return str(self.python_signature())
-
-    def __repr__(self) -> str:
-        from .display import method_text
-
-        return method_text(self)
-
-    def _repr_html_(self) -> str:
-        from .display import method_html
-
-        return method_html(self)
-
-    def python_signature(self) -> inspect.Signature:
-        params = [
-            inspect.Parameter(
-                p.name,
-                getattr(inspect.Parameter, p.kind),
-                default=p.default if p.has_default else inspect.Parameter.empty,
-                annotation=_Hint(p.annotation) if p.annotation else inspect.Parameter.empty,
-            )
-            for p in self.parameters
-        ]
-        ret = _Hint(self.return_annotation) if self.return_annotation else inspect.Signature.empty
-        return inspect.Signature(params, return_annotation=ret)
-
-    def to_wire(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["signature"] = self.signature
-        d["summary"] = self.summary
-        return d
-
-    @classmethod
-    def from_wire(cls, d: dict[str, Any]) -> MethodInfo:
-        fields = {k: v for k, v in d.items() if k not in ("signature", "summary")}
-        fields["parameters"] = [ParameterInfo(**p) for p in d["parameters"]]
-        return cls(**fields)
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.ref}{self.signature}\n\n{self.doc}"
 
 
 def load_function(spec: str) -> Callable:

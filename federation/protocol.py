@@ -75,9 +75,11 @@ Refusals answer ``{"ok": false, "error": "…"}`` (:func:`relay_reply`).
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -211,6 +213,91 @@ class TrafficReport(BaseModel):
     tasks: dict[str, int]
     #: ``"site/name (policy)"`` -> computations refused by egress policies
     refusals: dict[str, int]
+
+
+class _Hint(str):
+    """A type hint known only by name; shows unquoted in signatures, like the real one."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    name: str
+    kind: str  # inspect.Parameter kind name, e.g. "POSITIONAL_OR_KEYWORD"
+    annotation: str
+    schema: dict[str, Any]
+    has_default: bool = False
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a site announces about a shared method or workflow."""
+
+    site: str
+    name: str
+    kind: str  # "method" or "workflow"
+    doc: str
+    parameters: list[ParameterInfo]
+    returns: dict[str, Any]
+    return_annotation: str
+    version: str
+    #: egress class of the output (site config ``release:``); ``None``: its inputs' class
+    release: str | None = None
+    #: with release "aggregated": the largest output that may leave the site
+    max_egress_bytes: int | None = None
+
+    @property
+    def ref(self) -> str:
+        return ref(self.site, self.name)
+
+    @property
+    def summary(self) -> str:
+        return self.doc.strip().splitlines()[0] if self.doc.strip() else ""
+
+    @property
+    def signature(self) -> str:
+        return str(self.python_signature())
+
+    def __repr__(self) -> str:
+        from .display import method_text  # the client's; imported only to show one
+
+        return method_text(self)
+
+    def _repr_html_(self) -> str:
+        from .display import method_html
+
+        return method_html(self)
+
+    def python_signature(self) -> inspect.Signature:
+        params = [
+            inspect.Parameter(
+                p.name,
+                getattr(inspect.Parameter, p.kind),
+                default=p.default if p.has_default else inspect.Parameter.empty,
+                annotation=_Hint(p.annotation) if p.annotation else inspect.Parameter.empty,
+            )
+            for p in self.parameters
+        ]
+        ret = _Hint(self.return_annotation) if self.return_annotation else inspect.Signature.empty
+        return inspect.Signature(params, return_annotation=ret)
+
+    def to_wire(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["signature"] = self.signature
+        d["summary"] = self.summary
+        return d
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> MethodInfo:
+        fields = {k: v for k, v in d.items() if k not in ("signature", "summary")}
+        fields["parameters"] = [ParameterInfo(**p) for p in d["parameters"]]
+        return cls(**fields)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.ref}{self.signature}\n\n{self.doc}"
 
 
 # -- resource labels ------------------------------------------------------------------------

@@ -35,8 +35,9 @@ from .diagnose import tls_refusal
 from .direct import refuse_users
 from .errors import HubUnavailable
 from .labels import worker_resources
-from .methods import MethodInfo, describe_function, load_function
+from .methods import describe_function, load_function
 from .peers import PeersPlugin
+from .protocol import MethodInfo
 from .quiet import QuietUserMistakes
 from .read import SiteWorkerPlugin
 from .results import scan_results

@@ -22,12 +22,14 @@ from .fairshare import FairSharePlugin
 from .members import MembersPlugin
 from .moves import MovesPlugin
 from .outage import OutagePlugin
+from .plugin import install_order
 from .policy import PolicyPlugin
 from .refusal import Refusals
 from .relay import RelayPlugin
 from .results import ResultsPlugin
 from .routing import RoutingPlugin
 from .scaling import ScalingPlugin
+from .scan import ScanPlugin
 from .sessions import SessionPlugin
 from .state import FederationState
 from .traffic import TrafficPlugin
@@ -39,9 +41,18 @@ if TYPE_CHECKING:
 __all__ = [
     "AdminPlugin", "BoundaryPlugin", "CapabilityPlugin", "CatalogPlugin", "FairSharePlugin",
     "FederationState", "MembersPlugin", "MovesPlugin", "OutagePlugin", "PolicyPlugin",
-    "RelayPlugin", "ResultsPlugin", "RoutingPlugin", "ScalingPlugin", "SessionPlugin",
-    "TrafficPlugin", "TrustPlugin", "install",
+    "PLUGINS", "RelayPlugin", "ResultsPlugin", "RoutingPlugin", "ScalingPlugin", "ScanPlugin",
+    "SessionPlugin", "TrafficPlugin", "TrustPlugin", "install",
 ]
+
+#: The federation's plugins. :func:`install_order` puts each after the plugins it
+#: ``requires``, otherwise keeps this order, which is also the order distributed runs
+#: their hooks in.
+PLUGINS = (
+    ScanPlugin, CatalogPlugin, SessionPlugin, RoutingPlugin, TrafficPlugin, BoundaryPlugin,
+    OutagePlugin, MovesPlugin, PolicyPlugin, TrustPlugin, CapabilityPlugin, AdminPlugin,
+    RelayPlugin, ResultsPlugin, MembersPlugin, FairSharePlugin, ScalingPlugin,
+)
 
 
 def install(scheduler: Scheduler) -> FederationState:
@@ -54,23 +65,14 @@ def install(scheduler: Scheduler) -> FederationState:
     from .dashboard import DashboardPlugin  # the dashboard page, HTTP API and JS client
     from .http import HttpApiPlugin, WebAuthPlugin
 
-    routing = RoutingPlugin(state)
-    refusals = Refusals(scheduler, routing)
     # the hub runs no user code: users' messages unpickle with the strict allow-list
     install_hub(scheduler.listeners)
-    policy = PolicyPlugin(state, routing, refusals)
-    for plugin in (
-        CatalogPlugin(state), SessionPlugin(state), routing, TrafficPlugin(state),
-        BoundaryPlugin(state), OutagePlugin(state, routing), MovesPlugin(state),
-        # after routing: these override its placement of what they refuse or pin
-        policy,
-        TrustPlugin(state, refusals),
-        # after policy and trust: signs what they let through, with its egress class
-        CapabilityPlugin(state, policy, refusals), AdminPlugin(state), RelayPlugin(state),
-        ResultsPlugin(state), MembersPlugin(state), FairSharePlugin(state, refusals),
-        ScalingPlugin(state, routing),
-        DashboardPlugin(state), HttpApiPlugin(state), WebAuthPlugin(),
-    ):
+    state.refusals = Refusals(state)
+    for cls in install_order(PLUGINS):
+        # built in order: each finds the plugins it requires in the state
+        plugin = state.plugins[cls] = cls(state)
+        scheduler.add_plugin(plugin)
+    for plugin in (DashboardPlugin(state), HttpApiPlugin(state), WebAuthPlugin()):
         scheduler.add_plugin(plugin)
     return state
 

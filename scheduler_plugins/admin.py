@@ -19,13 +19,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import dask
-from distributed import SchedulerPlugin
 from distributed.core import _expects_comm
 
 from federation.protocol import site_of
 from federation.security import identity
 
 from .grants import principal
+from .plugin import FederationPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ ADMIN_HANDLERS = (
 ADMIN_STREAM_HANDLERS = ("update-data",)
 
 
-class AdminPlugin(SchedulerPlugin):
+class AdminPlugin(FederationPlugin):
     """Refuses admin handlers for users; keeps a user's scatter at granted sites."""
 
     name = "federation-admin"

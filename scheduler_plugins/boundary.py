@@ -17,16 +17,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from distributed import SchedulerPlugin
 from distributed.core import Status
 
+from .plugin import FederationPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, WorkerState
 
 
-class BoundaryPlugin(SchedulerPlugin):
+class BoundaryPlugin(FederationPlugin):
     """Rebalance and replicate per site."""
 
     name = "federation-boundary"

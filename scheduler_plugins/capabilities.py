@@ -18,30 +18,32 @@ from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.utils import parse_timedelta
-from distributed import SchedulerPlugin
 
 from federation.capability import ANNOTATION, sign
-from federation.graph import bindings
 from federation.protocol import site_of_ref
 
 from .grants import principal
+from .plugin import FederationPlugin
 from .policy import PolicyPlugin
-from .refusal import Refusals
+from .scan import ScanPlugin
 from .state import FederationState
+from .trust import TrustPlugin
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
 
-class CapabilityPlugin(SchedulerPlugin):
+class CapabilityPlugin(FederationPlugin):
     """Signs the site-bound calls of new tasks (runs after the policy and trust plugins)."""
 
     name = "federation-capabilities"
 
-    def __init__(self, state: FederationState, policy: PolicyPlugin, refusals: Refusals):
+    # after policy and trust: signs what they let through, with its egress class
+    requires = (ScanPlugin, PolicyPlugin, TrustPlugin)
+
+    def __init__(self, state: FederationState):
         self.state = state
-        self.policy = policy
-        self.refusals = refusals
+        self.policy = state.plugin(PolicyPlugin)
         #: how long a capability stays valid: a task parked or recomputed later than
         #: this fails with CapabilityError and must be resubmitted
         self.ttl = parse_timedelta(dask.config.get("federation.capability-ttl"))
@@ -67,14 +69,11 @@ class CapabilityPlugin(SchedulerPlugin):
         expires = float(int(time.time() + self.ttl))
         replicas: dict[str, set[str]] | None = None
         secrets = self.state.site_secrets
-        for key in tasks:
-            ts = scheduler.tasks.get(key)
-            if (ts is None or ts.state != "released" or ts.run_spec is None
-                    or key in self.refusals.pending):
+        for key, calls in self.state.graph.bound.items():
+            if key in self.state.refusals.pending:
                 continue
-            bound = set(bindings(ts.run_spec))
-            if not bound:
-                continue
+            ts = scheduler.tasks[key]
+            bound = set(calls)
             egress = self.policy.egress_of(key)
             caps = []
             for kind, ref in sorted(bound):

@@ -6,18 +6,18 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import dask
-from distributed import SchedulerPlugin
 
 from federation import protocol
 from federation.catalog import DatasetInfo
 from federation.config import CONNECTIVITY, NAME_PATTERN, NAME_RULE
-from federation.methods import MethodInfo
-from federation.protocol import RESULTS
+from federation.protocol import RESULTS, MethodInfo
 from federation.security import identity, serial
 
 from .announce import check_announcement
 from .answers import user_errors
 from .grants import principal
+from .plugin import FederationPlugin
+from .relay import RelayPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def check_entry(site: str, kind: str, owner: str, name: str) -> None:
         )
 
 
-class CatalogPlugin(SchedulerPlugin):
+class CatalogPlugin(FederationPlugin):
     """Registers sites and answers catalog questions.
 
     RPC handlers it adds to the scheduler (all arguments msgpack-plain; nothing a
@@ -57,6 +57,8 @@ class CatalogPlugin(SchedulerPlugin):
     """
 
     name = "federation-catalog"
+    # registration replies carry the site's relay token
+    requires = (RelayPlugin,)
 
     def __init__(self, state: FederationState):
         self.state = state
@@ -159,11 +161,7 @@ class CatalogPlugin(SchedulerPlugin):
             connectivity=connectivity,
             # the site's workers check the hub's capabilities with it (federation.capability)
             capability_key=self.state.site_secret(site).hex(),
-            relay=protocol.RelayAccess(
-                # behind a NodePort or proxy, sites reach the relay on another port
-                port=dask.config.get("federation.relay.public-port") or self.state.relay_port,
-                token=self.state.relay.token_for(site),
-            ),
+            relay=self.state.plugin(RelayPlugin).access(site),
         ).model_dump(mode="json")
 
     def heartbeat(

@@ -33,16 +33,15 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import dask
-from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .grants import principal
 from .handlers import GuardedHandlers
+from .plugin import FederationPlugin
 from .ratelimit import UNTHROTTLED, Buckets, throttled
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
-    from .refusal import Refusals
     from .state import FederationState
 
 logger = logging.getLogger(__name__)
@@ -59,14 +58,14 @@ class FairShareExceeded(PermissionError):
     """A graph over a per-user limit (the message names the limit and the setting)."""
 
 
-class FairSharePlugin(SchedulerPlugin):
+class FairSharePlugin(FederationPlugin):
     """Tags new tasks for fair interleaving between users; enforces per-user limits."""
 
     name = "federation-fair-share"
 
-    def __init__(self, state: FederationState, refusals: Refusals) -> None:
+    def __init__(self, state: FederationState) -> None:
         self.state = state
-        self.refusals = refusals
+        self.refusals = state.refusals
         #: virtual time: the largest tag of a task that started processing
         self.now = 0.0
         #: user -> tag where that user's submitted graphs end

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import dask
 import yaml
 from dask.utils import parse_timedelta
-from distributed import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
 from federation.protocol import MEMBERS, Members
 from federation.revocation import RevocationList, disconnect, gate
 
+from .plugin import FederationPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class MembersPlugin(SchedulerPlugin):
+class MembersPlugin(FederationPlugin):
     """Serves the member list; keeps revocations and grants current."""
 
     name = "federation-members"

@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.utils import format_bytes
-from distributed import SchedulerPlugin
 from distributed.protocol import pickle
 
 from federation.errors import FederationError, RawDataMoveWarning
-from federation.graph import bindings
 from federation.protocol import site_of_ref
 
+from .plugin import FederationPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -71,7 +70,7 @@ class Computation:
         return "running" if self.live else "released"
 
 
-class MovesPlugin(SchedulerPlugin):
+class MovesPlugin(FederationPlugin):
     """Counts cross-site input fetches per computation; warns once above the share."""
 
     name = "federation-moves"
@@ -91,14 +90,12 @@ class MovesPlugin(SchedulerPlugin):
     ) -> None:
         comp = Computation(client)
         self.recent.append(comp)
-        for key in tasks:
-            ts = scheduler.tasks.get(key)
-            if ts is None or ts.state != "released":
-                continue
-            self.of_key[key] = comp
+        graph = self.state.graph
+        for ts in graph.tasks:
+            self.of_key[ts.key] = comp
             comp.keys += 1
             comp.live += 1
-            for kind, ref in bindings(ts.run_spec) if ts.run_spec is not None else ():
+            for kind, ref in graph.bound.get(ts.key, ()):
                 if kind == "dataset":
                     comp.reads[site_of_ref(ref)].add(ref)
 

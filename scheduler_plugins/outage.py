@@ -11,19 +11,19 @@ what was waiting.
 from __future__ import annotations
 
 import logging
-from time import monotonic, time
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.utils import parse_timedelta
-from distributed import SchedulerPlugin
 from distributed.core import Status
-from distributed.protocol import pickle
 from tornado.ioloop import PeriodicCallback
 
 from federation.errors import SiteUnavailable
 from federation.protocol import describe_label, label_site
 
+from .plugin import FederationPlugin
+from .refusal import fail
 from .routing import RoutingPlugin
 from .state import FederationState
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class OutagePlugin(SchedulerPlugin):
+class OutagePlugin(FederationPlugin):
     """Fails tasks that waited longer than the outage timeout for their site.
 
     Parameters
@@ -44,9 +44,11 @@ class OutagePlugin(SchedulerPlugin):
 
     name = "federation-outage"
 
-    def __init__(self, state: FederationState, routing: RoutingPlugin, timeout: Any = None):
+    requires = (RoutingPlugin,)
+
+    def __init__(self, state: FederationState, timeout: Any = None):
         self.state = state
-        self.routing = routing
+        self.routing = state.plugin(RoutingPlugin)
         if timeout is None:
             timeout = dask.config.get("federation.site-outage-timeout")
         self.timeout = parse_timedelta(timeout)
@@ -106,18 +108,7 @@ class OutagePlugin(SchedulerPlugin):
             "parts at other sites were kept; resubmit when the site is back, or raise "
             "federation.site-outage-timeout"
         )
-        stimulus_id = f"federation-site-outage-{time()}"
-        recommendations: dict = {}
-        payload = pickle.dumps(error)
-        for ts in tasks:
-            if ts.state == "no-worker":
-                recommendations.update(
-                    scheduler.transition(
-                        ts.key, "erred", exception=payload, cause=ts.key,
-                        stimulus_id=stimulus_id,
-                    )
-                )
-        scheduler.transitions(recommendations, stimulus_id=stimulus_id)
+        fail(scheduler, keys, error, "site-outage")
         scheduler.log_event(
             "federation", {"action": "site-outage-timeout", "label": label, "tasks": len(keys)}
         )

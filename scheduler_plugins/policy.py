@@ -25,16 +25,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from dask._task_spec import Task
-from distributed import SchedulerPlugin
 
 from federation.capability import egress_class
 from federation.errors import PolicyError
-from federation.graph import bindings
-from federation.labels import site_label
 from federation.protocol import bound_site, site_call_kind, site_of_ref
 
-from .refusal import Refusals
+from .plugin import FederationPlugin
 from .routing import RoutingPlugin
+from .scan import ScanPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -43,15 +41,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class PolicyPlugin(SchedulerPlugin):
+class PolicyPlugin(FederationPlugin):
     """Tracks lineage of restricted datasets and enforces their egress policies."""
 
     name = "federation-policy"
 
-    def __init__(self, state: FederationState, routing: RoutingPlugin, refusals: Refusals):
+    requires = (ScanPlugin, RoutingPlugin)
+
+    def __init__(self, state: FederationState):
         self.state = state
-        self.routing = routing
-        self.refusals = refusals
+        self.routing = state.plugin(RoutingPlugin)
+        self.refusals = state.refusals
         #: key -> restricted datasets (``site/name``) it derives from
         self.lineage: dict[Any, frozenset[str]] = {}
         #: result-write key -> the lineage of what it stores
@@ -125,12 +125,11 @@ class PolicyPlugin(SchedulerPlugin):
         releasing = {ref for ref, m in methods.items() if m.release}
         if not restricted and not releasing and not self.lineage:
             return
-        new = sorted(
-            (ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"),
-            key=lambda ts: ts.priority,  # dask's order: inputs before their users
-        )
+        graph = self.state.graph
+        # dask's order: inputs before their users
+        new = sorted(graph.tasks, key=lambda ts: ts.priority)
         for ts in new:
-            bound = list(bindings(ts.run_spec)) if ts.run_spec is not None else []
+            bound = graph.bound.get(ts.key, [])
             lineage = {ref for kind, ref in bound if kind == "dataset" and ref in restricted}
             for dts in ts.dependencies:
                 lineage |= self.lineage.get(dts.key, frozenset())
@@ -159,10 +158,7 @@ class PolicyPlugin(SchedulerPlugin):
                 continue
             self.lineage[ts.key] = frozenset(lineage)
             if none_sites and not bound:
-                site = next(iter(none_sites))
-                self.routing.pinned.add(ts.key)
-                ts.resource_restrictions = {site_label(site): 1}
-                ts.loose_restrictions = False
+                self.routing.pin(ts, next(iter(none_sites)))
 
     # -- before transfers -------------------------------------------------------------------
 

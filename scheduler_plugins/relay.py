@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import dask
 from distributed.comm import get_address_host
-from distributed.diagnostics.plugin import SchedulerPlugin
 
 from federation import relay as relay_comm
 from federation.protocol import (
@@ -48,6 +47,7 @@ from federation.protocol import (
     RELAY_RESET,
     RELAY_STARTTLS,
     RELAY_TICKET,
+    RelayAccess,
     read_relay_line,
     relay_line,
     relay_reply,
@@ -55,6 +55,7 @@ from federation.protocol import (
 )
 from federation.security import identity
 
+from .plugin import FederationPlugin
 from .quietlog import QuietLog
 
 if TYPE_CHECKING:
@@ -353,14 +354,26 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-class RelayPlugin(SchedulerPlugin):
+class RelayPlugin(FederationPlugin):
     """Runs the :class:`RelayServer` in the hub's event loop."""
 
     name = "federation-relay"
 
     def __init__(self, state: FederationState):
         self.state = state
-        self.relay = state.relay
+        self.relay = RelayServer()
+        #: the port it listens on, once started
+        self.port: int | None = None
+
+    def access(self, site: str) -> RelayAccess:
+        """Where and with which token ``site`` reaches the relay (for its registration)."""
+        # behind a NodePort or proxy, sites reach the relay on another port
+        port = dask.config.get("federation.relay.public-port") or self.port
+        return RelayAccess(port=port, token=self.relay.token_for(site))
+
+    def relayed_bytes(self, site: str) -> int:
+        """Bytes carried to and from ``site`` since the hub started."""
+        return sum(n for (a, b), n in self.relay.carried.items() if site in (a, b))
 
     async def start(self, scheduler: Scheduler) -> None:
         """Listen beside the scheduler; install ``federation_relay_ticket`` and
@@ -371,18 +384,18 @@ class RelayPlugin(SchedulerPlugin):
         host = None if scheduler.ip in ("", "0.0.0.0", "::") else scheduler.ip
         _raise_fd_limit()
         try:
-            self.state.relay_port = await self.relay.start(host, port)
+            self.port = await self.relay.start(host, port)
         except OSError as e:  # the hub keeps running; outbound-only sites learn the port
-            self.state.relay_port = await self.relay.start(host, 0)
+            self.port = await self.relay.start(host, 0)
             logger.error("Relay port %d is not available (%s); listening on %d instead",
-                         port, e, self.state.relay_port)
+                         port, e, self.port)
         # the hub's own connections to relayed workers take their tickets here directly
-        for p in {self.state.relay_port, dask.config.get("federation.relay.public-port")}:
+        for p in {self.port, dask.config.get("federation.relay.public-port")}:
             if p:
                 relay_comm.LOCAL_TICKETS[int(p)] = self._hub_ticket
         scheduler.handlers[RELAY_RESET] = self.reset
         scheduler.handlers[RELAY_TICKET] = self.ticket
-        logger.info("Relay for outbound-only sites on port %d", self.state.relay_port)
+        logger.info("Relay for outbound-only sites on port %d", self.port)
 
     async def close(self) -> None:
         for port in [p for p, f in relay_comm.LOCAL_TICKETS.items() if f == self._hub_ticket]:

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dask._task_spec import Task
-from distributed import SchedulerPlugin
 
 from federation.graph import bindings
 from federation.protocol import RESULT_PUBLISHER, Publisher, site_call_kind
 
 from .grants import principal
+from .plugin import FederationPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _lineage(ts: TaskState) -> tuple[set[str], set[str]]:
     return datasets, methods
 
 
-class ResultsPlugin(SchedulerPlugin):
+class ResultsPlugin(FederationPlugin):
     """Records result writes as they arrive; answers ``federation_result_publisher``."""
 
     name = "federation-results"

@@ -20,6 +20,9 @@ the scheduler's own placement, work stealing and retries respect them:
 
 Nothing is ever unrestricted once bound, so a site with no live workers makes its
 tasks wait instead of sending them elsewhere.
+
+This module alone writes task restrictions: the other plugins bind, pin, hold or confine
+tasks through :class:`RoutingPlugin`'s methods, and ask it which label a task waits for.
 """
 
 from __future__ import annotations
@@ -31,14 +34,11 @@ from time import time
 from typing import TYPE_CHECKING, Any
 
 import dask
-from distributed import SchedulerPlugin
 from distributed.core import Status
 from tornado.ioloop import PeriodicCallback
 
-from federation.graph import bindings
 from federation.protocol import (
     SITE_PREFIX,
-    bound_site,
     dataset_label,
     label_site,
     result_name,
@@ -46,6 +46,8 @@ from federation.protocol import (
     site_of_ref,
 )
 
+from .plugin import FederationPlugin
+from .scan import ScanPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 HOLD = "federation:held"
 
 
-class RoutingPlugin(SchedulerPlugin):
+class RoutingPlugin(FederationPlugin):
     """Binds tasks to sites and meters reads into each site.
 
     Parameters
@@ -79,6 +81,7 @@ class RoutingPlugin(SchedulerPlugin):
     """
 
     name = "federation-routing"
+    requires = (ScanPlugin,)
 
     def __init__(
         self,
@@ -134,10 +137,11 @@ class RoutingPlugin(SchedulerPlugin):
         decide their first placement.
         """
         self.scheduler = scheduler
-        new = [ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"]
+        graph = self.state.graph
+        new = graph.tasks
         bound_per_site: dict[str, int] = defaultdict(int)
         for ts in new:
-            bound = sorted(set(bindings(ts.run_spec))) if ts.run_spec is not None else []
+            bound = sorted(set(graph.bound.get(ts.key, ())))
             if bound:
                 # A task bound to two sites cannot run anywhere; it goes to the first,
                 # where read_chunk/run_method name what they cannot find.
@@ -169,6 +173,28 @@ class RoutingPlugin(SchedulerPlugin):
             ts.resource_restrictions = {HOLD: 1}
         else:
             ts.resource_restrictions = {label: 1}
+
+    def pin(self, ts: TaskState, site: str) -> None:
+        """Bind a task to ``site`` for good: it is never re-placed (the policy plugin's
+        binding of what derives from an ``egress: none`` dataset)."""
+        self.pinned.add(ts.key)
+        ts.resource_restrictions = {site_label(site): 1}
+        ts.loose_restrictions = False
+
+    def hold(self, ts: TaskState, resource: str) -> None:
+        """Hold a task on ``resource``, which no worker has, for good: it waits in
+        ``no-worker`` and never runs (refused tasks wait there to be failed)."""
+        self.parked.pop(ts.key, None)
+        self.pinned.add(ts.key)  # never placed again
+        ts.worker_restrictions = ts.host_restrictions = None
+        ts.resource_restrictions = {resource: 1}
+        ts.loose_restrictions = False
+
+    def confine(self, ts: TaskState, workers: set[str]) -> None:
+        """Keep a task that may run at any site to ``workers`` (the sites where its
+        submitter holds a grant)."""
+        ts.worker_restrictions = workers
+        ts.loose_restrictions = False
 
     def waiting_label(self, ts: TaskState) -> str | None:
         """The ``site:`` or ``dataset:`` label a task needs a worker with (a parked
@@ -258,10 +284,8 @@ class RoutingPlugin(SchedulerPlugin):
             return  # most graphs: skip the walk over every new task
         likely: dict[Any, str | None] = {}
         for ts in sorted(new, key=lambda ts: ts.priority):
-            if site := bound_site(
-                {self.parked[ts.key]: 1} if ts.key in self.parked else ts.resource_restrictions
-            ):
-                likely[ts.key] = site
+            if (label := self.waiting_label(ts)) is not None:
+                likely[ts.key] = label_site(label)
                 continue
             if not ts.dependencies:
                 continue

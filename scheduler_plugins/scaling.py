@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from time import time
 from typing import TYPE_CHECKING, Any
 
-from distributed import SchedulerPlugin
 from distributed.active_memory_manager import (
     ActiveMemoryManagerExtension,
     RetireWorker,
@@ -38,6 +37,7 @@ from federation.protocol import (
     label_site,
 )
 
+from .plugin import FederationPlugin
 from .routing import RoutingPlugin
 from .state import FederationState
 
@@ -70,14 +70,16 @@ class SiteRetireWorker(RetireWorker):
             reply = yield suggestion
 
 
-class ScalingPlugin(SchedulerPlugin):
+class ScalingPlugin(FederationPlugin):
     """Per-site demand and site-confined retirement for sites that scale."""
 
     name = "federation-scaling"
 
-    def __init__(self, state: FederationState, routing: RoutingPlugin):
+    requires = (RoutingPlugin,)
+
+    def __init__(self, state: FederationState):
         self.state = state
-        self.routing = routing
+        self.routing = state.plugin(RoutingPlugin)
 
     async def start(self, scheduler: Scheduler) -> None:
         scheduler.handlers.update({

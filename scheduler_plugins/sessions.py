@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from distributed import SchedulerPlugin
 from distributed.comm import CommClosedError
 from distributed.core import Status
 
 from federation.protocol import SITE_SESSION
 
-from .state import FederationState
+from .plugin import FederationPlugin
 
 if TYPE_CHECKING:
     from distributed.comm import Comm
@@ -28,13 +27,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class SessionPlugin(SchedulerPlugin):
+class SessionPlugin(FederationPlugin):
     """Ends a site session when the site's session connection closes."""
 
     name = "federation-sessions"
-
-    def __init__(self, state: FederationState):
-        self.state = state
 
     async def start(self, scheduler: Scheduler) -> None:
         scheduler.handlers[SITE_SESSION] = self.hold

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dask
 from dask.utils import parse_timedelta
@@ -25,14 +25,19 @@ from federation.errors import (
     UnknownDatasetError,
     UnknownMethodError,
 )
-from federation.methods import MethodInfo
-from federation.protocol import SiteStatus, label_dataset, site_of, split_ref
+from federation.protocol import MethodInfo, SiteStatus, label_dataset, site_of, split_ref
 
 from .grants import Grants
-from .relay import RelayServer
+from .relay import RelayPlugin
+from .scan import NewGraph
 
 if TYPE_CHECKING:
+    from distributed import SchedulerPlugin
     from distributed.scheduler import Scheduler, WorkerState
+
+    from .refusal import Refusals
+
+    P = TypeVar("P", bound=SchedulerPlugin)
 
 #: Longer names are refused before any lookup: quoting them whole would make an error
 #: message longer than distributed forwards ("Long error message")
@@ -76,7 +81,10 @@ def _check_length(kind: str, name: object, error: type[Exception]) -> None:
 
 
 class FederationState:
-    """Sites, catalogs and per-site counters of one hub."""
+    """Sites, catalogs and per-site counters of one hub, and its plugins."""
+
+    #: tasks refused at the hub, failed on the next tick (made by :func:`.install`)
+    refusals: Refusals
 
     def __init__(self, scheduler: Scheduler):
         self.scheduler = scheduler
@@ -93,9 +101,6 @@ class FederationState:
         self.grants = Grants.from_config()
         #: "dataset (policy)" -> computations refused by egress policies
         self.egress_refusals: Counter[str] = Counter()
-        #: the relay for outbound-only sites (started by the relay plugin)
-        self.relay = RelayServer()
-        self.relay_port: int | None = None
         #: site -> the secret its workers check capabilities with; kept while the hub
         #: lives, so a site re-registering (a lapsed session, --join) keeps its workers
         self.site_secrets: dict[str, bytes] = {}
@@ -103,6 +108,27 @@ class FederationState:
         #: catalog is rebuilt on change, not per request
         self.catalog_version = 0
         self._catalog_cache: tuple[Any, dict[str, DatasetInfo], list] | None = None
+        #: the federation's plugins by class (see :func:`scheduler_plugins.install`)
+        self.plugins: dict[type, SchedulerPlugin] = {}
+        #: the graph being submitted, scanned once (see :mod:`.scan`)
+        self.graph = NewGraph()
+
+    def plugin(self, cls: type[P]) -> P:
+        """The installed plugin of class ``cls``.
+
+        Raises
+        ------
+        LookupError
+            If it is not installed (yet): a plugin that uses another lists it in its
+            ``requires``, which installs that one first.
+        """
+        try:
+            return self.plugins[cls]  # type: ignore[return-value]
+        except KeyError:
+            raise LookupError(
+                f"{cls.__name__} is not installed on this hub (yet); a plugin that uses it "
+                "lists it in its 'requires'"
+            ) from None
 
     # -- sites ---------------------------------------------------------------------------
 
@@ -346,6 +372,7 @@ class FederationState:
 
     def sites_info(self) -> dict[str, dict[str, Any]]:
         """What ``fed.sites()`` shows: one entry per registered or worker-backed site."""
+        relay = self.plugin(RelayPlugin)
         names = set(self.sites) | {
             s for ws in self.scheduler.workers.values() if (s := site_of(ws.resources))
         }
@@ -370,9 +397,7 @@ class FederationState:
                 tasks_done=self.tasks_done[name],
                 registered=record.registered if record else None,
                 connectivity=record.connectivity if record else "direct",
-                relayed_bytes=sum(
-                    n for (a, b), n in self.relay.carried.items() if name in (a, b)
-                ),
+                relayed_bytes=relay.relayed_bytes(name),
                 jobs=record.jobs if record else None,
             ).model_dump(mode="json")
         return out

@@ -14,10 +14,9 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from distributed import SchedulerPlugin
-
 from federation.protocol import TRAFFIC, WORKER_TRAFFIC, TrafficReport
 
+from .plugin import FederationPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ logger = logging.getLogger(__name__)
 CLIENT = "client"
 
 
-class TrafficPlugin(SchedulerPlugin):
+class TrafficPlugin(FederationPlugin):
     """Collects per-worker transfer counters into a source × destination ledger.
 
     RPC handler: :data:`~federation.protocol.TRAFFIC` answers a

@@ -23,15 +23,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from distributed import SchedulerPlugin
 from distributed.comm.addressing import normalize_address
 
-from federation.graph import bindings
-from federation.protocol import bound_site
+from federation.protocol import label_site
 from federation.security import identity
 
 from .grants import principal
-from .refusal import Refusals
+from .plugin import FederationPlugin
+from .policy import PolicyPlugin
+from .routing import RoutingPlugin
+from .scan import ScanPlugin
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -41,14 +42,17 @@ logger = logging.getLogger(__name__)
 
 
 
-class TrustPlugin(SchedulerPlugin):
+class TrustPlugin(FederationPlugin):
     """Records identities; refuses graphs that use what their submitter may not."""
 
     name = "federation-trust"
 
-    def __init__(self, state: FederationState, refusals: Refusals):
+    # after routing and policy: it checks where they bound each task
+    requires = (ScanPlugin, RoutingPlugin, PolicyPlugin)
+
+    def __init__(self, state: FederationState):
         self.state = state
-        self.refusals = refusals
+        self.routing = state.plugin(RoutingPlugin)
         self.grants = state.grants
 
     async def start(self, scheduler: Scheduler) -> None:
@@ -80,16 +84,16 @@ class TrustPlugin(SchedulerPlugin):
         if not self.grants.enabled:
             return
         who = principal(self.state.client_identity.get(client))
-        new = [ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"]
+        new = self.state.graph.tasks
         missing = sorted(
-            {ref for ts in new for _, ref in bindings(ts.run_spec)
+            {ref for calls in self.state.graph.bound.values() for _, ref in calls
              if not self.grants.allows(who, ref)}
         )
         if not missing:
             self.check_placement(scheduler, client, who, new)
             return
         message = f"{self.grants.refusal(who, missing)}. Nothing of this computation ran."
-        self.refusals.refuse(new, PermissionError(message))
+        self.state.refusals.refuse(new, PermissionError(message))
         scheduler.log_event(
             "federation", {"action": "graph-refused", "client": client, "missing": missing}
         )
@@ -98,11 +102,8 @@ class TrustPlugin(SchedulerPlugin):
     def _sites_of(self, scheduler: Scheduler, ts: TaskState) -> set[str]:
         """Sites a task is restricted to, by labels, worker or host restrictions."""
         sites = set()
-        labels = dict(ts.resource_restrictions or {})
-        if (parked := self.refusals.routing.parked.get(ts.key)) is not None:
-            labels[parked] = 1
-        if site := bound_site(labels):
-            sites.add(site)
+        if (label := self.routing.waiting_label(ts)) is not None:
+            sites.add(label_site(label))
         for addr in ts.worker_restrictions or ():
             sites.add(self.state.worker_site.get(addr) or f"worker {addr}")
         if ts.host_restrictions:
@@ -133,8 +134,7 @@ class TrustPlugin(SchedulerPlugin):
                 if not granted:
                     denied.add("any site")
                 for ts in free:
-                    ts.worker_restrictions = workers
-                    ts.loose_restrictions = False
+                    self.routing.confine(ts, workers)
         if not denied:
             return
         name = f"user {who!r}" if who else "an anonymous client"
@@ -143,7 +143,7 @@ class TrustPlugin(SchedulerPlugin):
             "theirs may run there; ask the hub operator for a grant (federation.grants). "
             "Nothing of this computation ran."
         )
-        self.refusals.refuse(new, PermissionError(message))
+        self.state.refusals.refuse(new, PermissionError(message))
         scheduler.log_event(
             "federation", {"action": "placement-refused", "client": client,
                            "sites": sorted(denied)}
