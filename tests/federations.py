@@ -8,7 +8,9 @@ module-scoped fixtures use ``federations.get(kind)``. Started kinds are reused b
 module that asks for them. ``plain`` lives for the whole session; of the other kinds one
 runs at a time (asking for a new kind stops the previous one), which keeps memory bounded
 on a small machine — so put modules using the same kind next to each other, or use
-``plain`` where a test does not need anything special.
+``plain`` where a test does not need anything special. A shared federation must stay as
+it was: tests that stop its hub, revoke its certificates or rewrite its grants start their
+own ``LocalFederation`` (adding sites under new names, as several tests do, is fine).
 
 A new kind: a generator ``(root: Path) -> Iterator[LocalFederation]`` in ``KINDS`` that
 yields a started federation and cleans up after the yield. Attributes tests read (``root``,
