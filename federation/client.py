@@ -63,14 +63,17 @@ class Federation:
 
         ``dtype`` is the first data variable's dtype as xarray shows it at the site
         (``float32``, ``<U6``, ``object`` for cftime dates); ``calendars`` maps each date
-        variable to its calendar (``{"time": "noleap"}``).
+        variable to its calendar (``{"time": "noleap"}``); ``version`` changes whenever
+        the data or metadata change at the site, ``changed`` is when the site noticed
+        that (UTC; ``NaT`` if not recorded).
         """
         rows = self._call("federation_catalog")
         columns = [
             "dataset", "site", "variables", "dims", "shape", "dtype", "nbytes", "chunks",
-            "description", "egress", "calendars",
+            "description", "egress", "calendars", "version", "changed",
         ]
         frame = pd.DataFrame(rows, columns=columns)
+        frame["changed"] = pd.to_datetime(frame["changed"], unit="s", utc=True)
         frame["shape"] = frame["shape"].map(tuple)
         frame["variables"] = frame["variables"].map(list)
         return frame

@@ -49,6 +49,23 @@ def bindings(node: Any) -> Iterator[Binding]:
             yield from bindings(child)
 
 
+def read_versions(node: Any) -> Iterator[tuple[str, str]]:
+    """``(reference, version)`` of every pinned read inside a task spec."""
+    if isinstance(node, Task):
+        if node.func is read_chunk and len(node.args) > 4 and isinstance(node.args[4], str):
+            yield node.args[0], node.args[4]
+        children: Any = (*node.args, *node.kwargs.values())
+    elif isinstance(node, DataNode):
+        children = (node.value,)
+    elif isinstance(node, (dict, list, tuple)):
+        children = node.values() if isinstance(node, dict) else node
+    else:
+        return
+    for child in children:
+        if isinstance(child, _NESTED):
+            yield from read_versions(child)
+
+
 def site_of_ref(ref: str) -> str:
     return ref.split("/", 1)[0]
 

@@ -142,8 +142,6 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
         # the result keeps the egress class of its lineage, as the hub signed it
         record.update(egress_fields(cap.egress))
     path.with_name(name + PROVENANCE_SUFFIX).write_text(json.dumps(record, indent=2))
-    for decoded in (False, True):  # a replaced result must be reopened
-        read._opened.pop((ref, decoded), None)
     entry = _describe(site, path)
     sync(
         worker.loop, worker.scheduler.federation_add_result,

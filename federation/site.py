@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,8 +40,10 @@ from .peers import PeersPlugin
 from .quiet import QuietUserMistakes
 from .read import SiteWorkerPlugin
 from .results import scan_results
-from .sources import OptionError, source_for
+from .sources import UNLOCKED_HDF5, OptionError, Source, source_for
 from .strict import StrictNanny, StrictPolicy
+from .versions import VersionLog, describe_version
+from .watch import Watcher
 
 if TYPE_CHECKING:
     from .jobs import SiteJobs
@@ -100,44 +103,75 @@ def strict_policy(cfg: SiteConfig) -> StrictPolicy:
     return StrictPolicy(cfg.site, frozenset(specs), tuple(cfg.strict_modules))
 
 
+def versions_dir(cfg: SiteConfig) -> str:
+    """Where the site's version log lives (see :mod:`federation.versions`)."""
+    return cfg.local_directory or tempfile.gettempdir()
+
+
+def check_source(cfg: SiteConfig, name: str) -> Source:
+    """The source of dataset ``name``; options the engine does not accept, or a path no
+    engine recognises, stop the site with a message naming the key."""
+    ds_cfg = cfg.datasets[name]
+    source = source_for(ds_cfg)
+    try:
+        source.check_options()
+    except OptionError as e:
+        raise ConfigError(
+            f"datasets.{name}.open_options.{e.key}: {e}. Remove it or fix its name"
+        ) from None
+    except ValueError as e:  # no engine recognises it, or an unknown engine
+        engines = [e for e in xr.backends.list_engines() if e not in ("federation", "store")]
+        first = str(e).split(". ")[0]  # xarray's message goes on with links
+        raise ConfigError(
+            f"datasets.{name}: cannot open {ds_cfg.path!r}: {first}. Set 'engine:' to "
+            f"an installed one ({', '.join(engines)}, icechunk)"
+        ) from None
+    return source
+
+
+def describe_config(cfg: SiteConfig, name: str, source: Source, log: VersionLog) -> DatasetInfo:
+    """Describe dataset ``name`` as its files are now, record its version in ``log``
+    and apply its egress policy.
+
+    Raises
+    ------
+    Exception
+        Whatever xarray or the engine raises for a source it cannot open
+        (:class:`~federation.errors.DatasetChanged` while a provider keeps writing).
+    """
+    ds_cfg = cfg.datasets[name]
+    _, info = describe_version(
+        log, f"{cfg.site}/{name}", source,
+        lambda: describe_source(
+            cfg.site, name, source, ds_cfg.description, replica_of=ds_cfg.replica_of
+        ),
+    )
+    limit = ds_cfg.max_egress_bytes
+    if ds_cfg.egress == "aggregated" and limit is None:
+        limit = info.nbytes // 100  # the default: 1 % of the raw size
+    return dataclasses.replace(
+        info, egress=ds_cfg.egress,
+        max_egress_bytes=parse_bytes(limit) if isinstance(limit, str) else limit,
+    )
+
+
 def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
     """Open each dataset of the site and describe it; an option the engine does not
     accept, or a source it cannot open, stops the site with a message naming the
     dataset."""
     infos = []
+    log = VersionLog(cfg.site, versions_dir(cfg))
     for name, ds_cfg in cfg.datasets.items():
-        source = source_for(ds_cfg)
-        engine = source.engine or "guessed"
+        source = check_source(cfg, name)
         try:
-            source.check_options()
-        except OptionError as e:
-            raise ConfigError(
-                f"datasets.{name}.open_options.{e.key}: {e}. Remove it or fix its name"
-            ) from None
-        except ValueError as e:  # no engine recognises it, or an unknown engine
-            engines = [e for e in xr.backends.list_engines() if e not in ("federation", "store")]
-            first = str(e).split(". ")[0]  # xarray's message goes on with links
-            raise ConfigError(
-                f"datasets.{name}: cannot open {ds_cfg.path!r}: {first}. Set 'engine:' to "
-                f"an installed one ({', '.join(engines)}, icechunk)"
-            ) from None
-        try:
-            info = describe_source(
-                cfg.site, name, source, ds_cfg.description, replica_of=ds_cfg.replica_of
-            )
+            infos.append(describe_config(cfg, name, source, log))
         except Exception as e:  # any reader error: corrupt store, wrong engine, bad option
+            engine = source.engine or "guessed"
             raise ConfigError(
                 f"datasets.{name}: cannot open {ds_cfg.path!r} with the {engine} engine "
                 f"and open_options {ds_cfg.open_options}: {type(e).__name__}: {e}. Fix the "
                 "path, the file, 'engine:' or 'open_options:'"
             ) from None
-        limit = ds_cfg.max_egress_bytes
-        if ds_cfg.egress == "aggregated" and limit is None:
-            limit = info.nbytes // 100  # the default: 1 % of the raw size
-        infos.append(dataclasses.replace(
-            info, egress=ds_cfg.egress,
-            max_egress_bytes=parse_bytes(limit) if isinstance(limit, str) else limit,
-        ))
     return infos
 
 
@@ -191,12 +225,14 @@ def site_nannies(
             protocol="relay" if relay else None,
             death_timeout=death_timeout,
             interface=interface,
+            env=dict(UNLOCKED_HDF5),
             plugins=(
                 SiteWorkerPlugin(
                     cfg.site, sources, replicas=replicas,
                     methods={**cfg.method_specs, **cfg.workflows},
                     results_dir=cfg.results_dir,
                     capability_key=capability_key, session=session,
+                    versions_dir=versions_dir(cfg),
                 ),
                 PeersPlugin(cfg.site),
                 QuietUserMistakes(),
@@ -236,6 +272,9 @@ class Site:
     operator_port: int = 8787
     _heartbeat: asyncio.Task | None = None
     _session: asyncio.Task | None = None
+    #: checks the datasets for changes (``refresh:``, SIGHUP)
+    watcher: Watcher | None = None
+    _watch: asyncio.Task | None = None
     connectivity: str = "direct"
     #: the secret the hub gave at registration; the workers check its capabilities
     capability_key: str | None = None
@@ -257,6 +296,12 @@ class Site:
         # beat while the workers start: a slow start must not let the registration lapse
         self._heartbeat = asyncio.create_task(self._beat())
         self._session = asyncio.create_task(self._hold_session())
+        self.watcher = Watcher(
+            self.cfg, VersionLog(self.cfg.site, versions_dir(self.cfg)), self.catalog,
+            lambda name, source, log: describe_config(self.cfg, name, source, log),
+            self._announce_changes,
+        )
+        self._watch = asyncio.create_task(self.watcher.run())
         await self._start_workers()
         logger.info(
             "Site %s serving %s with %s at hub %s",
@@ -375,6 +420,16 @@ class Site:
                 if give_up is None:
                     delay = min(delay * 2, 30.0)
 
+    async def _announce_changes(self, infos: list[DatasetInfo]) -> None:
+        """Send new versions of datasets to the hub (a later registration sends the
+        whole catalog, with them, if this fails)."""
+        new = {info.name: info for info in infos}
+        self.catalog = [new.get(info.name, info) for info in self.catalog]
+        async with self._hub(timeout=30) as hub:
+            await hub.federation_update_datasets(
+                site=self.cfg.site, session=self.session, datasets=[i.to_wire() for i in infos]
+            )
+
     def _use_connectivity(self, reply: dict) -> None:
         """Outbound-only: workers and nannies listen on ``relay://`` (see federation.relay).
 
@@ -464,7 +519,7 @@ class Site:
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._heartbeat, self._session):
+        for task in (self._heartbeat, self._session, self._watch):
             if task is not None:
                 task.cancel()
         try:

@@ -60,6 +60,8 @@ class CatalogPlugin(SchedulerPlugin):
         A site process leaves.
     ``federation_add_result(site, session, result)``
         A site worker stored a result.
+    ``federation_update_datasets(site, session, datasets)``
+        A site process noticed that datasets it registered changed (new versions).
     ``federation_catalog()`` / ``federation_dataset(name)`` / ``federation_sites()``
         What clients ask.
 
@@ -84,6 +86,7 @@ class CatalogPlugin(SchedulerPlugin):
                 "federation_methods": self.methods,
                 "federation_method": self.method,
                 "federation_add_result": self.add_result,
+                "federation_update_datasets": self.update_datasets,
                 "federation_provenance": self.provenance,
             }
         )
@@ -239,6 +242,26 @@ class CatalogPlugin(SchedulerPlugin):
         self.state.scheduler.log_event(
             "federation", {"action": "result-published", "result": info.ref}
         )
+        return {"status": "OK"}
+
+    def update_datasets(self, site: str, session: str, datasets: list[dict]) -> dict[str, str]:
+        """New versions of datasets the site registered (its periodic check or SIGHUP).
+
+        Only the site itself gets here (certificate and session, see .handlers), and only
+        with datasets it registered: a change cannot add a dataset.
+        """
+        check_announcement(site, list(datasets), [], [])
+        infos = [DatasetInfo.from_wire(d) for d in datasets]
+        for info in infos:
+            check_entry(site, "dataset", info.site, info.name)
+        changed = self.state.update_datasets(site, infos)
+        for old, new in changed:
+            self.state.scheduler.log_event("federation", {
+                "action": "dataset-changed", "dataset": new.ref, "from": old.version,
+                "to": new.version, "dims": new.dims,
+            })
+            logger.info("Dataset %s changed: version %s -> %s %s", new.ref, old.version,
+                        new.version, new.dims)
         return {"status": "OK"}
 
     def provenance(self, comm, name: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ federation_register_site        –      own     yes    ``site``: its own name; 
 federation_heartbeat            –      own     yes    ``site``: its own name
 federation_unregister_site      –      own     yes    ``site``: its own name
 federation_add_result           –      own+s   yes    ``site``: its own; ``results/NAME`` only
+federation_update_datasets      –      own+s   yes    ``site``: its own; datasets it registered
 federation_result_publisher     –      own+s   yes    ``site``: its own; a result task of it
 federation_members              –      yes     yes    nothing (the federation's worker list)
 federation_relay_reset          –      own     yes    ``site``: its own name
@@ -86,6 +87,9 @@ TABLE: dict[str, Rule] = {
     "federation_heartbeat": Rule(SITES, "site", action="keep alive"),
     "federation_unregister_site": Rule(SITES, "site", action="unregister"),
     "federation_add_result": Rule(SITES, "site", session=True, action="announce results of"),
+    "federation_update_datasets": Rule(
+        SITES, "site", session=True, action="announce changed datasets of"
+    ),
     "federation_result_publisher": Rule(
         SITES, "site", session=True, action="store results of"
     ),

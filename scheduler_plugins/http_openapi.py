@@ -110,6 +110,9 @@ SCHEMAS: dict[str, Any] = {
             "nbytes": {"type": "integer"},
             "chunks": {"type": "object", "additionalProperties": {"type": "integer"}},
             "description": {"type": "string"},
+            "version": {"type": "string", "description": "changes when data or metadata do"},
+            "changed": {"type": ["number", "null"],
+                        "description": "Unix time the site noticed this version"},
         },
     },
     "Dataset": {
