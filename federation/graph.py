@@ -1,9 +1,12 @@
 """Finding what ties a task to a site, inside dask task specs (also fused ones).
 
-Three functions only ever run at a particular site: :func:`~federation.read.read_chunk`
-(reads a dataset), :func:`~federation.methods.run_method` (runs a shared method) and
-:func:`~federation.results.write_result` (stores a result). Their first argument is the
-``site/...`` reference; the routing plugin and result provenance both look for them.
+Five functions only ever run at a particular site: :func:`~federation.read.read_chunk`
+(reads a dataset), :func:`~federation.read.describe_snapshot` (describes an old
+Icechunk version of one), :func:`~federation.methods.run_method` (runs a shared method),
+:func:`~federation.results.write_result` (stores a result) and
+:func:`~federation.standing.standing_task` (keeps a standing result up to date). Their
+first argument is the ``site/...`` reference; the routing plugin and result provenance
+both look for them.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ from typing import Any, Literal
 from dask._task_spec import DataNode, Task
 
 from .methods import run_method
-from .read import read_chunk
+from .read import describe_snapshot, read_chunk
 from .results import write_result
+from .standing import standing_task
 
 Binding = tuple[Literal["dataset", "method", "result"], str]
 
-SITE_BOUND: dict[Any, str] = {read_chunk: "dataset", run_method: "method", write_result: "result"}
+SITE_BOUND: dict[Any, str] = {
+    read_chunk: "dataset", describe_snapshot: "dataset", run_method: "method",
+    write_result: "result", standing_task: "result",
+}
 
 
 #: what may hold a call; the leaves of a spec (strings, slices, numbers, TaskRefs) are

@@ -104,19 +104,60 @@ def _describe(ref: str, source: Source) -> Callable[[], DatasetInfo]:
     return describe
 
 
+def _at_snapshot(source: Source, snapshot: str) -> Source:
+    options = {k: v for k, v in source.open_options.items() if k not in ICECHUNK_VERSION}
+    return dataclasses.replace(source, open_options={**options, "snapshot_id": snapshot})
+
+
 def _pinned(ref: str, source: Source, version: str) -> Source:
     """The source to read for a read pinned to ``version``: an Icechunk source reads
     that version's snapshot (the repository keeps it); others read the files as they are.
     """
     if _versions is None or source.engine != "icechunk":
         return source
-    for entry in _versions.entries(VersionLog.key(ref, source)):
-        if entry.version == version and entry.snapshot:
-            options = {k: v for k, v in source.open_options.items() if k not in ICECHUNK_VERSION}
-            return dataclasses.replace(
-                source, open_options={**options, "snapshot_id": entry.snapshot}
+    snapshot = _versions.snapshot(VersionLog.key(ref, source), version)
+    return source if snapshot is None else _at_snapshot(source, snapshot)
+
+
+def describe_snapshot(dataset: str, version: str) -> dict[str, Any]:
+    """The catalog entry (wire form) of an old version of an Icechunk dataset: a tag, a
+    branch, a snapshot id or a catalog version the site recorded. Runs at the site, in a
+    task the hub signed a capability for (like :func:`read_chunk`).
+
+    Raises
+    ------
+    ValueError
+        For a dataset that is not an Icechunk repository, or a version it does not have.
+    """
+    source = _held(dataset)
+    capability.require("dataset", dataset)
+    if source.engine != "icechunk" or _versions is None:
+        raise ValueError(
+            f"dataset {dataset!r} keeps no old versions (only Icechunk repositories do); "
+            "open it without version="
+        )
+    import icechunk
+
+    key = VersionLog.key(dataset, source)
+    snapshot = _versions.snapshot(key, version)
+    if snapshot is None:
+        repo = icechunk.Repository.open(icechunk.local_filesystem_storage(source.path))
+        for lookup in (repo.lookup_tag, repo.lookup_branch, repo.lookup_snapshot):
+            try:
+                found = lookup(version)
+            except Exception:  # icechunk.IcechunkError: not a tag, branch or snapshot
+                continue
+            snapshot = str(getattr(found, "id", found))
+            break
+        else:
+            raise ValueError(
+                f"dataset {dataset!r} has no tag, branch, snapshot or recorded version "
+                f"{version!r}; see its repository's tags and history"
             )
-    return source
+    old = _at_snapshot(source, snapshot)
+    info = _describe(dataset, old)()
+    _versions.remember(key, info.version, snapshot)
+    return info.to_wire()
 
 
 def _check_version(ref: str, source: Source, ident: list, version: str) -> None:
@@ -163,12 +204,11 @@ def read_chunk(
     capability.require("dataset", dataset)
     # a replica answers for another site's dataset under its own versions: not pinned
     pinned = version is not None and _versions is not None and dataset.startswith(f"{_site}/")
-    if pinned:
-        source = _pinned(dataset, source, version)
+    read = _pinned(dataset, source, version) if pinned else source
     ident, values = settled(
-        lambda: _read(source, variable, index, decoded), source, f"reading {dataset}"
+        lambda: _read(read, variable, index, decoded), read, f"reading {dataset}"
     )
-    if pinned:
+    if pinned and read is source:  # a snapshot never changes: nothing to check
         _check_version(dataset, source, ident, version)
     return values
 

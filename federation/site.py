@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING
 import dask
 import xarray as xr
 from dask.utils import parse_bytes
-from distributed import Nanny
+from distributed import Client, Nanny
 from distributed.comm import CommClosedError, connect, get_address_host
 from distributed.comm.addressing import unparse_host_port
 from distributed.core import rpc
 from distributed.security import Security
 
+from . import standing
 from .catalog import DatasetInfo
 from .config import ConfigError, MethodConfig, SiteConfig
 from .describe import describe_source
@@ -38,7 +39,7 @@ from .labels import worker_resources
 from .methods import MethodInfo, describe_function, load_function
 from .peers import PeersPlugin
 from .quiet import QuietUserMistakes
-from .read import SiteWorkerPlugin
+from .read import RESULTS, SiteWorkerPlugin
 from .results import scan_results
 from .sources import UNLOCKED_HDF5, OptionError, Source, source_for
 from .strict import StrictNanny, StrictPolicy
@@ -275,6 +276,9 @@ class Site:
     #: checks the datasets for changes (``refresh:``, SIGHUP)
     watcher: Watcher | None = None
     _watch: asyncio.Task | None = None
+    _standing: asyncio.Task | None = None
+    #: the site's own client of the hub, which submits updates of standing computations
+    _client: Client | None = None
     connectivity: str = "direct"
     #: the secret the hub gave at registration; the workers check its capabilities
     capability_key: str | None = None
@@ -302,6 +306,8 @@ class Site:
             self._announce_changes,
         )
         self._watch = asyncio.create_task(self.watcher.run())
+        # standing results stored here catch up with what changed while the site was down
+        self._standing = asyncio.create_task(self._update_standing(None))
         await self._start_workers()
         logger.info(
             "Site %s serving %s with %s at hub %s",
@@ -429,6 +435,32 @@ class Site:
             await hub.federation_update_datasets(
                 site=self.cfg.site, session=self.session, datasets=[i.to_wire() for i in infos]
             )
+        await self._update_standing({info.ref for info in infos})
+
+    async def _update_standing(self, refs: set[str] | None) -> None:
+        """Extend the standing results stored here whose dataset is in ``refs`` (all
+        when ``None``), each by a site-bound task submitted through the hub (so reads
+        are signed, routed and counted like every other)."""
+        names = [
+            name for name, entry in standing.active(self.cfg.results_dir).items()
+            if refs is None or entry["dataset"] in refs
+        ]
+        for name in names:
+            ref = f"{self.cfg.site}/{RESULTS}{name}"
+            try:
+                if self._client is None:
+                    self._client = await Client(
+                        self.hub, security=self.security, asynchronous=True, timeout=30,
+                        name=f"site {self.cfg.site}",
+                    )
+                task = dask.delayed(standing.standing_task, pure=False)(ref, "update")
+                done = await self._client.compute(task)
+                logger.info("Standing result %s now has %s steps", ref, done["steps"])
+            except Exception as e:  # the next change tries again; the registry says why
+                logger.warning("Standing result %s was not updated: %s: %s", ref,
+                               type(e).__name__, e)
+                if self._client is not None and self._client.status != "running":
+                    self._client = None
 
     def _use_connectivity(self, reply: dict) -> None:
         """Outbound-only: workers and nannies listen on ``relay://`` (see federation.relay).
@@ -519,9 +551,11 @@ class Site:
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._heartbeat, self._session, self._watch):
+        for task in (self._heartbeat, self._session, self._watch, self._standing):
             if task is not None:
                 task.cancel()
+        if self._client is not None:
+            await self._client.close()
         try:
             async with self._hub(timeout=2) as hub:
                 await asyncio.wait_for(

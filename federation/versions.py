@@ -249,6 +249,18 @@ class VersionLog:
                 slot.update(shape=shape, ident=ident)
         return entry, replace(info, version=entry.version, changed=entry.at)
 
+    def snapshot(self, key: str, version: str) -> str | None:
+        """The Icechunk snapshot of ``version`` (a current or remembered one)."""
+        for e in self.entries(key):
+            if e.version == version and e.snapshot:
+                return e.snapshot
+        return self._load().get(key, {}).get("snapshots", {}).get(version)
+
+    def remember(self, key: str, version: str, snapshot: str) -> None:
+        """Remember the snapshot of an old version opened on request (not a change)."""
+        with self._locked() as data:
+            data.setdefault(key, {"versions": []}).setdefault("snapshots", {})[version] = snapshot
+
     def compatible(self, key: str, pinned: str, current: str) -> bool:
         """Whether reads pinned to ``pinned`` stay valid at ``current``: every change
         between them appended along a dimension."""

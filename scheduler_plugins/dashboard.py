@@ -414,6 +414,10 @@ class FederationPage:
                 ("fetched", "Inputs fetched across site borders", 200))],
         )
 
+        from .versions_panel import VersionsPanel  # bokeh, like the rest of the page
+
+        self.versions = VersionsPanel(self.state)
+
         def h(text: str) -> Div:
             return Div(text=f"<h3 style='margin:8px 0 0 0'>{text}</h3>")
 
@@ -424,7 +428,7 @@ class FederationPage:
             h("Computations (most recent first; tasks counted per computation)"),
             self.computations_table,
             row(*heat_figs, sizing_mode="stretch_width"),
-            h("Datasets"), self.datasets_table,
+            h("Datasets"), self.datasets_table, self.versions.root,
             h("Shared methods"), self.methods_table,
             h("Published results"), self.results_table,
             sizing_mode="stretch_width", name="federation-page",
@@ -511,6 +515,7 @@ class FederationPage:
     # slow: traffic and catalog
     def update_slow(self) -> None:
         self._update_computations()
+        self.versions.update()
         history = self.plugin.history
         sites = self.plugin.site_names()
         for key, rows in (("total", history.latest()), ("minute", history.window(60)[0])):

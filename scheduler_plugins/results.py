@@ -19,12 +19,16 @@ from distributed import SchedulerPlugin
 
 from federation.graph import bindings, read_versions
 from federation.results import write_result
+from federation.standing import standing_task
 
 from .grants import principal
 from .state import FederationState
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
+
+#: the site-bound functions that write results
+WRITES = (write_result, standing_task)
 
 #: the publisher of results submitted over a hub without TLS, where nobody is identified
 ANONYMOUS = "anonymous"
@@ -86,7 +90,7 @@ class ResultsPlugin(SchedulerPlugin):
         for key in tasks:
             ts = scheduler.tasks.get(key)
             spec = ts.run_spec if ts is not None else None
-            if not (isinstance(spec, Task) and spec.func is write_result):
+            if not (isinstance(spec, Task) and spec.func in WRITES):
                 continue
             datasets, methods, versions = _lineage(ts)
             who = principal(self.state.client_identity.get(client))

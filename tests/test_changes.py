@@ -15,14 +15,17 @@ import os
 import time
 from pathlib import Path
 
+import icechunk
 import netCDF4
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from distributed import get_task_stream
 
 from federation.errors import DatasetChanged
 from federation.local import LocalFederation, write_site_config
+from federation.standing import StandingError
 
 SITE = "chg"
 #: seconds the site waits between checks, and how long a test waits for a change
@@ -63,11 +66,16 @@ def _rewrite_in_place(path: Path, ds: xr.Dataset) -> None:
 def site_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("changes")
     _days(0, 10).chunk({"time": 2}).to_zarr(root / "grow.zarr", consolidated=False)
+    _days(0, 10).chunk({"time": 2}).to_zarr(root / "daily.zarr", consolidated=False)
     (root / "files").mkdir()
     for i in range(3):
         _write_nc(root / "files" / f"day_{i:02d}.nc", _days(2 * i, 2))
     _write_nc(root / "swap.nc", _days(0, 6))
     _write_nc(root / "inplace.nc", _days(0, 6))
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(root / "ice")))
+    session = repo.writable_session("main")
+    _days(0, 6).to_zarr(session.store, consolidated=False)
+    repo.create_tag("v1", snapshot_id=session.commit("six days"))
     return root
 
 
@@ -79,9 +87,11 @@ def lf(site_root, tmp_path_factory):
         results_dir="results",
         datasets={
             "grow": {"path": "grow.zarr"},
+            "daily": {"path": "daily.zarr"},
             "files": {"path": "files/day_*.nc"},
             "swap": {"path": "swap.nc"},
             "inplace": {"path": "inplace.nc"},
+            "ice": {"path": "ice", "engine": "icechunk"},
         },
     )
     with LocalFederation(tmp_path_factory.mktemp("logs"), dashboard=False) as lf:
@@ -115,6 +125,7 @@ def test_zarr_append_is_seen_and_pins_old_extent(fed, site_root):
     old = fed.open_dataset(ref)
     version = fed.info(ref).version
     pinned_sum = old.sst.sum()  # built from the 10 steps
+    climatology = old.sst.mean("time")
     _days(10, 4).chunk({"time": 2}).to_zarr(
         site_root / "grow.zarr", append_dim="time", consolidated=False
     )
@@ -126,6 +137,9 @@ def test_zarr_append_is_seen_and_pins_old_extent(fed, site_root):
     xr.testing.assert_identical(_compute(fed, new.sst), plain.sst.compute())
     # the computation built before the append reads the old extent, and right values
     assert float(_compute(fed, pinned_sum)) == pytest.approx(float(plain.sst[:10].sum()))
+    # the provenance of a result names the version its reads were pinned to
+    published = fed.publish_result("climatology", climatology)
+    assert fed.provenance(published)["datasets"] == [{"dataset": ref, "version": version}]
     row = fed.catalog().set_index("dataset").loc[ref]
     assert row["version"] == new_version
     assert row["changed"] > pd.Timestamp.now("UTC") - pd.Timedelta("5min")
@@ -177,3 +191,74 @@ def test_rewrite_in_place_with_netcdf4_never_fails_the_writer(fed, site_root):
     np.testing.assert_array_equal(_compute(fed, ds.sst), expected.sst.values)
     with xr.open_dataset(path) as plain:  # the file is intact for plain readers too
         np.testing.assert_array_equal(plain.sst.values, expected.sst.values)
+
+
+def test_icechunk_commit_is_seen_and_pinned_reads_keep_their_snapshot(fed, site_root):
+    ref = f"{SITE}/ice"
+    version = fed.info(ref).version
+    pinned = fed.open_dataset(ref).sst.sum()
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(site_root / "ice")))
+    session = repo.writable_session("main")
+    _days(0, 6, offset=1000).to_zarr(session.store, mode="a", consolidated=False)
+    session.commit("recalibrated")
+    _wait_for_new_version(fed, ref, version)
+    fresh = float(_compute(fed, fed.open_dataset(ref).sst.sum()))
+    assert fresh == pytest.approx(float(_days(0, 6, offset=1000).sst.sum()))
+    # the repository keeps the old snapshot: the pinned computation reads it
+    assert float(_compute(fed, pinned)) == pytest.approx(float(_days(0, 6).sst.sum()))
+    # and old versions open by tag
+    tagged = fed.open_dataset(ref, version="v1")
+    assert float(_compute(fed, tagged.sst.sum())) == pytest.approx(float(_days(0, 6).sst.sum()))
+    with pytest.raises(ValueError, match="keeps no old versions"):
+        fed.open_dataset(f"{SITE}/swap", version="v1")
+
+
+def area_mean(ds: xr.Dataset) -> xr.DataArray:
+    return ds.sst.mean(["lat", "lon"])
+
+
+def _wait_for_steps(fed, ref: str, steps: int) -> xr.Dataset:
+    start = time.monotonic()
+    while time.monotonic() - start < WAIT * 2:
+        ds = fed.open_dataset(ref)
+        if ds.sizes["time"] >= steps:
+            return ds
+        time.sleep(0.2)
+    raise AssertionError(f"{ref} did not reach {steps} steps: {fed.standing_list()}")
+
+
+def test_standing_area_mean_appends_only_new_steps_and_survives_a_hub_restart(
+    fed, lf, site_root
+):
+    dataset = f"{SITE}/daily"
+    with pytest.raises(StandingError, match="not per-step"):
+        fed.standing("anomaly", lambda ds: ds.sst - ds.sst.mean("time"), dataset)
+    ref = fed.standing("sst-mean", area_mean, dataset)
+    assert fed.open_dataset(ref).sizes["time"] == 10
+    with get_task_stream(client=fed.client) as stream:
+        _days(10, 10).chunk({"time": 2}).to_zarr(
+            site_root / "daily.zarr", append_dim="time", consolidated=False
+        )
+        result = _wait_for_steps(fed, ref, 20)
+    assert result.sizes["time"] == 20  # exactly the 10 new days
+    full = _compute(fed, area_mean(fed.open_dataset(dataset)))
+    xr.testing.assert_allclose(_compute(fed, result.sst), full.rename("sst"))
+    keys = [tuple(t["key"]) for t in stream.data if isinstance(t["key"], (list, tuple))]
+    reads = {k for k in keys if str(k[0]).startswith("read-")}
+    assert len(reads) == 5  # the 5 new chunks of 2 days, not the 10 of a recompute
+    row = fed.standing_list().set_index("result").loc[ref]
+    assert (row["state"], row["steps"], row["dataset"]) == ("active", 20, dataset)
+
+    lf.stop("hub")
+    lf.start_hub()
+    _days(20, 3).chunk({"time": 2}).to_zarr(
+        site_root / "daily.zarr", append_dim="time", consolidated=False
+    )
+    with lf.connect() as again:
+        result = _wait_for_steps(again, ref, 23)
+        xr.testing.assert_allclose(
+            again.client.compute(result.sst).result(),
+            again.client.compute(area_mean(again.open_dataset(dataset))).result().rename("sst"),
+        )
+        again.standing_cancel(ref)
+        assert again.standing_list().set_index("result").loc[ref, "state"] == "cancelled"
