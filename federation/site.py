@@ -277,8 +277,6 @@ class Site:
     watcher: Watcher | None = None
     _watch: asyncio.Task | None = None
     _standing: asyncio.Task | None = None
-    #: the site's own client of the hub, which submits updates of standing computations
-    _client: Client | None = None
     connectivity: str = "direct"
     #: the secret the hub gave at registration; the workers check its capabilities
     capability_key: str | None = None
@@ -370,6 +368,8 @@ class Site:
             await self.register(deadline=None)
             await self._start_workers()
             logger.info("Site %s reconnected", self.cfg.site)
+            # changes the hub missed while it was away
+            self._standing = asyncio.create_task(self._update_standing(None))
 
     def _hub(self, timeout: float | None = None) -> rpc:
         args = self.security.get_connection_args("client") if self.security else None
@@ -445,22 +445,26 @@ class Site:
             name for name, entry in standing.active(self.cfg.results_dir).items()
             if refs is None or entry["dataset"] in refs
         ]
-        for name in names:
-            ref = f"{self.cfg.site}/{RESULTS}{name}"
-            try:
-                if self._client is None:
-                    self._client = await Client(
-                        self.hub, security=self.security, asynchronous=True, timeout=30,
-                        name=f"site {self.cfg.site}",
-                    )
-                task = dask.delayed(standing.standing_task, pure=False)(ref, "update")
-                done = await self._client.compute(task)
-                logger.info("Standing result %s now has %s steps", ref, done["steps"])
-            except Exception as e:  # the next change tries again; the registry says why
-                logger.warning("Standing result %s was not updated: %s: %s", ref,
-                               type(e).__name__, e)
-                if self._client is not None and self._client.status != "running":
-                    self._client = None
+        if not names:
+            return
+        try:  # a client per batch: one kept open would outlive a hub restart half-broken
+            client = await Client(
+                self.hub, security=self.security, asynchronous=True, timeout=30,
+                name=f"site {self.cfg.site}",
+            )
+        except Exception as e:
+            logger.warning("Standing results %s were not updated: %s", names, e)
+            return
+        async with client:
+            for name in names:
+                ref = f"{self.cfg.site}/{RESULTS}{name}"
+                try:
+                    task = dask.delayed(standing.standing_task, pure=False)(ref, "update")
+                    done = await client.compute(task)
+                    logger.info("Standing result %s now has %s steps", ref, done["steps"])
+                except Exception as e:  # the next change tries again; the registry says why
+                    logger.warning("Standing result %s was not updated: %s: %s", ref,
+                                   type(e).__name__, e)
 
     def _use_connectivity(self, reply: dict) -> None:
         """Outbound-only: workers and nannies listen on ``relay://`` (see federation.relay).
@@ -554,8 +558,6 @@ class Site:
         for task in (self._heartbeat, self._session, self._watch, self._standing):
             if task is not None:
                 task.cancel()
-        if self._client is not None:
-            await self._client.close()
         try:
             async with self._hub(timeout=2) as hub:
                 await asyncio.wait_for(

@@ -202,6 +202,9 @@ def icechunk_snapshot(source: Source) -> str:
     """The snapshot id the source's branch, tag or ``snapshot_id`` points at now."""
     import icechunk
 
+    # it warns at every open that local storage is unsafe for concurrent commits: this
+    # only reads, once per check and per read
+    icechunk.set_logs_filter("error")
     options = source.open_options
     if "snapshot_id" in options:
         return str(options["snapshot_id"])
