@@ -207,6 +207,8 @@ class DatasetInfo:
     decode: dict[str, Any] | None = None
     #: the dataset's ``encoding`` (e.g. ``unlimited_dims``), without file names
     encoding: dict[str, Any] = field(default_factory=dict)
+    #: Unix time the site noticed this version (``None``: not recorded)
+    changed: float | None = None
 
     @property
     def ref(self) -> str:
@@ -253,6 +255,8 @@ class DatasetInfo:
             "egress": self.egress,
             "dtypes": {v.name: v.dtype for v in self.variables.values()},
             "calendars": {v.name: v.calendar for v in self.variables.values() if v.calendar},
+            "version": self.version,
+            "changed": self.changed,
         }
 
     def to_wire(self) -> dict[str, Any]:
@@ -264,7 +268,7 @@ class DatasetInfo:
             "decode": None if self.decode is None else pack(self.decode),
             "version": self.version, "replica_of": self.replica_of,
             "coords_checksum": self.coords_checksum, "egress": self.egress,
-            "max_egress_bytes": self.max_egress_bytes,
+            "max_egress_bytes": self.max_egress_bytes, "changed": self.changed,
         }
 
     @classmethod
@@ -292,6 +296,7 @@ class DatasetInfo:
             coords_checksum=d.get("coords_checksum", ""),
             egress=d.get("egress", "any"),
             max_egress_bytes=d.get("max_egress_bytes"),
+            changed=d.get("changed"),
         )
 
     def same_content_as(self, other: DatasetInfo) -> str | None:

@@ -115,14 +115,22 @@ def hub(
     "--operator-api", "operator_port", type=int, default=8787, show_default=True,
     help="cluster: kubernetes: port of the API the dask-kubernetes operator scales by",
 )
+@click.option(
+    "--refresh", type=click.FloatRange(min=0), default=None,
+    help="Seconds between checks of the datasets for changes; overrides 'refresh:' "
+    "(default 60; SIGHUP checks at once)",
+)
 @tls_options
 def site(
     config: str, hub_address: str | None, workers: int | None, join: bool, timeout: float,
-    listen_host: str | None, operator_port: int,
+    listen_host: str | None, operator_port: int, refresh: float | None,
     tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
 ) -> None:
     """Run a site: register CONFIG's datasets with the hub and start its workers."""
     from .serve import run_site
+    from .sources import read_without_locks
+
+    read_without_locks()
 
     _setup_logging()
     try:
@@ -131,6 +139,8 @@ def site(
             cfg.workers = workers
         if listen_host:
             cfg.listen_host = listen_host
+        if refresh is not None:
+            cfg.refresh = refresh
         address = hub_address or cfg.hub
         if not address:
             raise ConfigError(f"{config}: no hub address; add 'hub: tcp://HOST:8786' or pass --hub")
@@ -180,6 +190,9 @@ def site_worker(
 ) -> None:
     """Run workers of the site CONFIG in a batch job (what ``cluster:`` sites submit)."""
     from .serve import run_site_worker
+    from .sources import read_without_locks
+
+    read_without_locks()
 
     _setup_logging()
     try:

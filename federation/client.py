@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import socket
 from collections.abc import Callable, Iterator
@@ -24,7 +25,9 @@ from .graph import graph_uses
 from .lazy import Chunks, build_dataset
 from .methods import bind_arguments, run_method
 from .protocol import MethodInfo
+from .read import describe_snapshot
 from .results import check_name, write_result
+from .standing import new_entry, probe, standing_task
 from .traffic import TrafficRecord
 from .version import __version__
 
@@ -64,14 +67,17 @@ class Federation:
 
         ``dtype`` is the first data variable's dtype as xarray shows it at the site
         (``float32``, ``<U6``, ``object`` for cftime dates); ``calendars`` maps each date
-        variable to its calendar (``{"time": "noleap"}``).
+        variable to its calendar (``{"time": "noleap"}``); ``version`` changes whenever
+        the data or metadata change at the site, ``changed`` is when the site noticed
+        that (UTC; ``NaT`` if not recorded).
         """
         rows = self._call(protocol.CATALOG)
         columns = [
             "dataset", "site", "variables", "dims", "shape", "dtype", "nbytes", "chunks",
-            "description", "egress", "calendars",
+            "description", "egress", "calendars", "version", "changed",
         ]
         frame = pd.DataFrame(rows, columns=columns)
+        frame["changed"] = pd.to_datetime(frame["changed"], unit="s", utc=True)
         frame["shape"] = frame["shape"].map(tuple)
         frame["variables"] = frame["variables"].map(list)
         return frame
@@ -82,7 +88,9 @@ class Federation:
             raise TypeError(f"a dataset is named by a string like 'awi/sst', not {name!r}")
         return DatasetInfo.from_wire(self._call(protocol.DATASET, name=name))
 
-    def open_dataset(self, name: str, chunks: Chunks = None) -> xr.Dataset:
+    def open_dataset(
+        self, name: str, chunks: Chunks = None, version: str | None = None
+    ) -> xr.Dataset:
         """Open a federated dataset as a lazy :class:`xarray.Dataset`.
 
         Parameters
@@ -94,11 +102,30 @@ class Federation:
             As for :func:`xarray.open_dataset`: ``None`` or ``{}`` keeps the storage
             chunks, ``"auto"`` lets dask pick multiples of them, a dict sets some
             dimensions (``-1`` for one chunk).
+        version:
+            An old version of an Icechunk dataset: a tag, a branch, a snapshot id, or a
+            catalog version the site recorded. ``None``: the current version.
 
         No data moves: the result is built from the catalog, and each chunk is read
-        by a task that only the holding site's workers can run.
+        by a task that only the holding site's workers can run. Every read is pinned to
+        the version the dataset had when it was opened: steps appended later leave the
+        computation alone, a replaced dataset makes it fail with
+        :class:`~federation.errors.DatasetChanged` (Icechunk reads the old snapshot).
+
+        Raises
+        ------
+        ValueError
+            With ``version`` for a dataset that is not Icechunk, or a version it lacks.
         """
-        return build_dataset(self.info(name), chunks)
+        info = self.info(name)
+        if version is not None:
+            # the site describes the old snapshot, in a task signed like a read
+            wire = self.client.submit(describe_snapshot, info.ref, version, pure=False).result()
+            info = dataclasses.replace(
+                DatasetInfo.from_wire(wire), egress=info.egress,
+                max_egress_bytes=info.max_egress_bytes,
+            )
+        return build_dataset(info, chunks)
 
     # -- shared methods and workflows -----------------------------------------------------
 
@@ -204,6 +231,58 @@ class Federation:
         task = dask.delayed(write_result, pure=False)(ref, obj, provenance, overwrite)
         self.client.compute(task).result()
         return ref
+
+    # -- standing computations ---------------------------------------------------------------
+
+    def standing(
+        self, name: str, fn: Callable[[xr.Dataset], Any], dataset: str, along: str = "time",
+        overwrite: bool = False,
+    ) -> str:
+        """Publish ``fn(dataset)`` as result ``site/results/<name>`` and keep it up to date:
+        when the dataset gains steps along ``along``, its site computes ``fn`` of the new
+        steps only and appends them (see :mod:`federation.standing`).
+
+        ``fn`` must be per-step along ``along`` (area means, anomalies against a fixed
+        climatology ...); a probe on the first steps checks it. Returns the result's
+        reference.
+
+        Raises
+        ------
+        StandingError
+            If ``fn`` is not per-step along ``along`` (the message says why).
+        ResultError
+            If the dataset's site does not store results.
+        """
+        info = self.info(dataset)
+        ds = build_dataset(info)
+        out = probe(fn, ds, along)
+        ref = self.publish_result(name, out, site=info.site, overwrite=overwrite)
+        entry = new_entry(fn, info.ref, along, ds.sizes[along], info.version)
+        task = dask.delayed(standing_task, pure=False)(ref, "register", entry)
+        self.client.compute(task).result()
+        return ref
+
+    def standing_list(self) -> pd.DataFrame:
+        """Every standing computation: result, dataset, along, state, steps computed, the
+        dataset version they are from, updates, last update (UTC) and last error."""
+        rows = []
+        for site, info in self.sites().items():
+            for name in info["results"]:
+                prov = self.provenance(f"{site}/{name}")
+                if "standing" in prov:
+                    rows.append({"result": f"{site}/{name}", **prov["standing"]})
+        columns = ["result", "dataset", "along", "state", "steps", "version", "updates",
+                   "updated", "error"]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["updated"] = pd.to_datetime(frame["updated"], unit="s", utc=True)
+        return frame
+
+    def standing_cancel(self, ref: str) -> None:
+        """Stop keeping result ``ref`` up to date (the result stays as it is)."""
+        if ref.count("/") < 2:
+            raise ValueError(f"name the standing result as 'site/results/name', not {ref!r}")
+        task = dask.delayed(standing_task, pure=False)(ref, "cancel")
+        self.client.compute(task).result()
 
     def provenance(self, name: str) -> dict[str, Any]:
         """Who published a result, when, and from which datasets and methods.

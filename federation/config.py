@@ -287,6 +287,10 @@ class SiteConfig(BaseModel):
     results_dir: str | None = Field(
         default=None, description="where published results are stored (zarr)"
     )
+    refresh: float = Field(
+        default=60, ge=0,
+        description="seconds between checks of the datasets for changes (0: only on SIGHUP)",
+    )
     tls: TLSConfig | None = Field(default=None, description="certificate files for tls://")
     strict: bool = Field(
         default=False, description="workers run only allow-listed callables (see README)"

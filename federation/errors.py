@@ -69,3 +69,8 @@ class CapabilityError(FederationError, PermissionError):
 class RawDataMoveWarning(UserWarning):
     """A computation moves more than ``federation.raw-move-warning`` of a site's raw bytes
     across the site's border (see ``scheduler_plugins.moves``)."""
+
+
+class DatasetChanged(FederationError):
+    """A read pinned to one version of a dataset found it replaced at its site (not merely
+    grown along a dimension): the computation must be rebuilt from the new version."""

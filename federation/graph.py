@@ -1,11 +1,14 @@
 """Finding what ties a task to a site, inside dask task specs (also fused ones).
 
-Three functions only ever run at a particular site: :func:`~federation.read.read_chunk`
-(reads a dataset), :func:`~federation.methods.run_method` (runs a shared method) and
-:func:`~federation.results.write_result` (stores a result). Their first argument is the
-``site/...`` reference; the routing plugin and result provenance both look for them. They
-are recognised by :func:`federation.protocol.site_call_kind`, so the hub imports none of
-the worker modules defining them.
+Five functions only ever run at a particular site: :func:`~federation.read.read_chunk`
+(reads a dataset), :func:`~federation.read.describe_snapshot` (describes an old
+Icechunk version of one), :func:`~federation.methods.run_method` (runs a shared method),
+:func:`~federation.results.write_result` (stores a result) and
+:func:`~federation.standing.standing_task` (keeps a standing result up to date). Their
+first argument is the ``site/...`` reference; the routing plugin and result provenance
+both look for them.
+They are recognised by :func:`federation.protocol.site_call_kind`, so the hub imports none
+of the worker modules defining them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,25 @@ def bindings(node: Any) -> Iterator[Binding]:
     for child in children:
         if isinstance(child, _NESTED):
             yield from bindings(child)
+
+
+def read_versions(node: Any) -> Iterator[tuple[str, str]]:
+    """``(reference, version)`` of every pinned read inside a task spec."""
+    if isinstance(node, Task):
+        if (getattr(node.func, "__name__", None) == "read_chunk"
+                and site_call_kind(node.func) == "dataset"
+                and len(node.args) > 4 and isinstance(node.args[4], str)):
+            yield node.args[0], node.args[4]
+        children: Any = (*node.args, *node.kwargs.values())
+    elif isinstance(node, DataNode):
+        children = (node.value,)
+    elif isinstance(node, (dict, list, tuple)):
+        children = node.values() if isinstance(node, dict) else node
+    else:
+        return
+    for child in children:
+        if isinstance(child, _NESTED):
+            yield from read_versions(child)
 
 
 def graph_uses(obj: Any) -> dict[str, Any]:

@@ -78,7 +78,9 @@ def lazy_variable(info: DatasetInfo, var: StoredVariable, chunks: Chunks) -> da.
     for index in itertools.product(*(range(len(c)) for c in normalized)):
         slices = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, index))
         key = (name, *index)
-        layer[key] = Task(key, read_chunk, info.ref, var.name, slices, decoded)
+        # the version pins the read: the site checks it finds that version, or that
+        # version with steps appended (federation.read)
+        layer[key] = Task(key, read_chunk, info.ref, var.name, slices, decoded, info.version)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=())
     return da.Array(graph, name, normalized, dtype=np.dtype(var.dtype))
 

@@ -26,6 +26,8 @@ name (constant)          caller        arguments                  answer
 ``RELAY_TICKET``         anyone        target, site, token        a one-time ticket (str)
 ``RESULT_PUBLISHER``     site worker   site, session, ref, key    :class:`Publisher`
 ``ADD_RESULT``           site worker   site, session, result      ``{"status": "OK"}``
+``UPDATE_DATASETS``      site process  site, session, datasets    ``{"status": "OK"}``; new
+                                       (changed versions)         versions of its datasets
 ``CATALOG``              client        –                          ``[DatasetInfo.summary()]``
 ``DATASET``              client        name                       ``DatasetInfo.to_wire()``
 ``METHODS``              client        –                          ``[MethodInfo.to_wire()]``
@@ -52,7 +54,7 @@ routing plugin restricts a task to a site by requiring ``1`` of a label.
 **References.** Datasets and methods are ``site/name`` (:func:`ref`, :func:`split_ref`),
 published results ``site/results/name`` (:func:`result_ref`, :func:`result_name`).
 
-**Site-bound calls.** Three functions run only at the site their first argument names
+**Site-bound calls.** Five functions run only at the site their first argument names
 (:data:`SITE_CALLS`); the hub recognises them in task specs by :func:`site_call_kind`
 without importing the worker modules that define them.
 
@@ -100,6 +102,7 @@ RELAY_TICKET = "federation_relay_ticket"
 MEMBERS = "federation_members"
 RESULT_PUBLISHER = "federation_result_publisher"
 ADD_RESULT = "federation_add_result"
+UPDATE_DATASETS = "federation_update_datasets"
 CATALOG = "federation_catalog"
 DATASET = "federation_dataset"
 METHODS = "federation_methods"
@@ -167,12 +170,13 @@ class Demand(BaseModel):
 
 
 class Publisher(BaseModel):
-    """Who stores a result, and from what (``RESULT_PUBLISHER``); versions are the
-    catalog's at the time of asking (``None``: no longer in the catalog)."""
+    """Who stores a result, and from what (``RESULT_PUBLISHER``); a dataset's version is
+    the one its reads were pinned to, else the catalog's at the time of asking (``None``:
+    no longer in the catalog)."""
 
     published_by: str
-    #: ``[{"dataset": "site/name", "version": ...}]``
-    datasets: list[dict[str, str | None]]
+    #: ``[{"dataset": "site/name", "version": ..., "versions": [...] if several}]``
+    datasets: list[dict[str, Any]]
     #: ``[{"method": "site/name", "version": ...}]``
     methods: list[dict[str, str | None]]
 
@@ -405,8 +409,10 @@ Kind = Literal["dataset", "method", "result"]
 #: function name -> (module, kind of reference its first argument is)
 SITE_CALLS: dict[str, tuple[str, Kind]] = {
     "read_chunk": ("federation.read", "dataset"),
+    "describe_snapshot": ("federation.read", "dataset"),
     "run_method": ("federation.methods", "method"),
     "write_result": ("federation.results", "result"),
+    "standing_task": ("federation.standing", "result"),
 }
 
 

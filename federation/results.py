@@ -40,7 +40,8 @@ def check_name(name: str) -> None:
         raise ResultError(f"result name {name!r} is not allowed; use {NAME_RULE}")
 
 
-def _describe(site: str, path: Path) -> dict[str, Any]:
+def describe_result(site: str, path: Path) -> dict[str, Any]:
+    """The catalog entry and provenance of the result stored at ``path``, for announcing."""
     name = path.name[: -len(".zarr")]
     provenance_file = path.with_name(name + PROVENANCE_SUFFIX)
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
@@ -61,7 +62,7 @@ def scan_results(cfg: SiteConfig) -> list[dict[str, Any]]:
     out = []
     for path in sorted(Path(cfg.results_dir).glob("*.zarr")):
         try:
-            out.append(_describe(cfg.site, path))
+            out.append(describe_result(cfg.site, path))
         except Exception:  # a half-written or foreign store must not stop the site
             continue
     return out
@@ -142,9 +143,7 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
         # the result keeps the egress class of its lineage, as the hub signed it
         record.update(egress_fields(cap.egress))
     path.with_name(name + PROVENANCE_SUFFIX).write_text(json.dumps(record, indent=2))
-    for decoded in (False, True):  # a replaced result must be reopened
-        read._opened.pop((ref, decoded), None)
-    entry = _describe(site, path)
+    entry = describe_result(site, path)
     sync(
         worker.loop, protocol.call, worker.scheduler, protocol.ADD_RESULT,
         site=site, session=read._session, result=entry,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable
 
 import dask
@@ -86,7 +87,8 @@ async def run_site(
     config_file: str | None = None,
     operator_port: int = 8787,
 ) -> None:
-    """A site (registration + workers), until SIGINT/SIGTERM."""
+    """A site (registration + workers), until SIGINT/SIGTERM; SIGHUP checks its datasets
+    for changes at once."""
     site = Site(
         cfg, hub=hub, join=join, timeout=timeout, config_dir=config_dir, security=security,
         config_file=config_file, operator_port=operator_port,
@@ -96,6 +98,8 @@ async def run_site(
     except BaseException:
         await site.close()
         raise
+    if site.watcher is not None:  # SIGHUP: check the datasets for changes now
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, site.watcher.wake)
     await _until_signal(site.run(), site.close)
 
 

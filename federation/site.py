@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,13 +22,13 @@ from typing import TYPE_CHECKING
 import dask
 import xarray as xr
 from dask.utils import parse_bytes
-from distributed import Nanny
+from distributed import Client, Nanny
 from distributed.comm import CommClosedError, connect, get_address_host
 from distributed.comm.addressing import unparse_host_port
 from distributed.core import rpc
 from distributed.security import Security
 
-from . import protocol
+from . import protocol, standing
 from .catalog import DatasetInfo
 from .config import ConfigError, MethodConfig, SiteConfig
 from .describe import describe_source
@@ -37,12 +38,14 @@ from .errors import HubUnavailable
 from .labels import worker_resources
 from .methods import describe_function, load_function
 from .peers import PeersPlugin
-from .protocol import MethodInfo
+from .protocol import RESULTS, MethodInfo
 from .quiet import QuietUserMistakes
 from .read import SiteWorkerPlugin
 from .results import scan_results
-from .sources import OptionError, source_for
+from .sources import UNLOCKED_HDF5, OptionError, Source, source_for
 from .strict import StrictNanny, StrictPolicy
+from .versions import VersionLog, describe_version
+from .watch import Watcher
 
 if TYPE_CHECKING:
     from .jobs import SiteJobs
@@ -102,44 +105,75 @@ def strict_policy(cfg: SiteConfig) -> StrictPolicy:
     return StrictPolicy(cfg.site, frozenset(specs), tuple(cfg.strict_modules))
 
 
+def versions_dir(cfg: SiteConfig) -> str:
+    """Where the site's version log lives (see :mod:`federation.versions`)."""
+    return cfg.local_directory or tempfile.gettempdir()
+
+
+def check_source(cfg: SiteConfig, name: str) -> Source:
+    """The source of dataset ``name``; options the engine does not accept, or a path no
+    engine recognises, stop the site with a message naming the key."""
+    ds_cfg = cfg.datasets[name]
+    source = source_for(ds_cfg)
+    try:
+        source.check_options()
+    except OptionError as e:
+        raise ConfigError(
+            f"datasets.{name}.open_options.{e.key}: {e}. Remove it or fix its name"
+        ) from None
+    except ValueError as e:  # no engine recognises it, or an unknown engine
+        engines = [e for e in xr.backends.list_engines() if e not in ("federation", "store")]
+        first = str(e).split(". ")[0]  # xarray's message goes on with links
+        raise ConfigError(
+            f"datasets.{name}: cannot open {ds_cfg.path!r}: {first}. Set 'engine:' to "
+            f"an installed one ({', '.join(engines)}, icechunk)"
+        ) from None
+    return source
+
+
+def describe_config(cfg: SiteConfig, name: str, source: Source, log: VersionLog) -> DatasetInfo:
+    """Describe dataset ``name`` as its files are now, record its version in ``log``
+    and apply its egress policy.
+
+    Raises
+    ------
+    Exception
+        Whatever xarray or the engine raises for a source it cannot open
+        (:class:`~federation.errors.DatasetChanged` while a provider keeps writing).
+    """
+    ds_cfg = cfg.datasets[name]
+    _, info = describe_version(
+        log, f"{cfg.site}/{name}", source,
+        lambda: describe_source(
+            cfg.site, name, source, ds_cfg.description, replica_of=ds_cfg.replica_of
+        ),
+    )
+    limit = ds_cfg.max_egress_bytes
+    if ds_cfg.egress == "aggregated" and limit is None:
+        limit = info.nbytes // 100  # the default: 1 % of the raw size
+    return dataclasses.replace(
+        info, egress=ds_cfg.egress,
+        max_egress_bytes=parse_bytes(limit) if isinstance(limit, str) else limit,
+    )
+
+
 def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
     """Open each dataset of the site and describe it; an option the engine does not
     accept, or a source it cannot open, stops the site with a message naming the
     dataset."""
     infos = []
+    log = VersionLog(cfg.site, versions_dir(cfg))
     for name, ds_cfg in cfg.datasets.items():
-        source = source_for(ds_cfg)
-        engine = source.engine or "guessed"
+        source = check_source(cfg, name)
         try:
-            source.check_options()
-        except OptionError as e:
-            raise ConfigError(
-                f"datasets.{name}.open_options.{e.key}: {e}. Remove it or fix its name"
-            ) from None
-        except ValueError as e:  # no engine recognises it, or an unknown engine
-            engines = [e for e in xr.backends.list_engines() if e not in ("federation", "store")]
-            first = str(e).split(". ")[0]  # xarray's message goes on with links
-            raise ConfigError(
-                f"datasets.{name}: cannot open {ds_cfg.path!r}: {first}. Set 'engine:' to "
-                f"an installed one ({', '.join(engines)}, icechunk)"
-            ) from None
-        try:
-            info = describe_source(
-                cfg.site, name, source, ds_cfg.description, replica_of=ds_cfg.replica_of
-            )
+            infos.append(describe_config(cfg, name, source, log))
         except Exception as e:  # any reader error: corrupt store, wrong engine, bad option
+            engine = source.engine or "guessed"
             raise ConfigError(
                 f"datasets.{name}: cannot open {ds_cfg.path!r} with the {engine} engine "
                 f"and open_options {ds_cfg.open_options}: {type(e).__name__}: {e}. Fix the "
                 "path, the file, 'engine:' or 'open_options:'"
             ) from None
-        limit = ds_cfg.max_egress_bytes
-        if ds_cfg.egress == "aggregated" and limit is None:
-            limit = info.nbytes // 100  # the default: 1 % of the raw size
-        infos.append(dataclasses.replace(
-            info, egress=ds_cfg.egress,
-            max_egress_bytes=parse_bytes(limit) if isinstance(limit, str) else limit,
-        ))
     return infos
 
 
@@ -193,12 +227,14 @@ def site_nannies(
             protocol="relay" if relay else None,
             death_timeout=death_timeout,
             interface=interface,
+            env=dict(UNLOCKED_HDF5),
             plugins=(
                 SiteWorkerPlugin(
                     cfg.site, sources, replicas=replicas,
                     methods={**cfg.method_specs, **cfg.workflows},
                     results_dir=cfg.results_dir,
                     capability_key=capability_key, session=session,
+                    versions_dir=versions_dir(cfg),
                 ),
                 PeersPlugin(cfg.site),
                 QuietUserMistakes(),
@@ -238,6 +274,10 @@ class Site:
     operator_port: int = 8787
     _heartbeat: asyncio.Task | None = None
     _session: asyncio.Task | None = None
+    #: checks the datasets for changes (``refresh:``, SIGHUP)
+    watcher: Watcher | None = None
+    _watch: asyncio.Task | None = None
+    _standing: asyncio.Task | None = None
     connectivity: str = "direct"
     #: the secret the hub gave at registration; the workers check its capabilities
     capability_key: str | None = None
@@ -263,6 +303,14 @@ class Site:
         # beat while the workers start: a slow start must not let the registration lapse
         self._heartbeat = asyncio.create_task(self._beat())
         self._session = asyncio.create_task(self._hold_session())
+        self.watcher = Watcher(
+            self.cfg, VersionLog(self.cfg.site, versions_dir(self.cfg)), self.catalog,
+            lambda name, source, log: describe_config(self.cfg, name, source, log),
+            self._announce_changes,
+        )
+        self._watch = asyncio.create_task(self.watcher.run())
+        # standing results stored here catch up with what changed while the site was down
+        self._standing = asyncio.create_task(self._update_standing(None))
         await self._start_workers()
         logger.info(
             "Site %s serving %s with %s at hub %s",
@@ -322,6 +370,8 @@ class Site:
             await self.register(deadline=None)
             await self._start_workers()
             logger.info("Site %s reconnected", self.cfg.site)
+            # changes the hub missed while it was away
+            self._standing = asyncio.create_task(self._update_standing(None))
 
     def _worker_secrets(self) -> dict[str, str] | None:
         """What workers started outside this process (batch jobs, Kubernetes pods) need
@@ -396,6 +446,47 @@ class Site:
                 await asyncio.sleep(delay)
                 if give_up is None:
                     delay = min(delay * 2, 30.0)
+
+    async def _announce_changes(self, infos: list[DatasetInfo]) -> None:
+        """Send new versions of datasets to the hub (a later registration sends the
+        whole catalog, with them, if this fails)."""
+        new = {info.name: info for info in infos}
+        self.catalog = [new.get(info.name, info) for info in self.catalog]
+        async with self._hub(timeout=30) as hub:
+            await protocol.call(
+                hub, protocol.UPDATE_DATASETS, site=self.cfg.site, session=self.session,
+                datasets=[i.to_wire() for i in infos],
+            )
+        await self._update_standing({info.ref for info in infos})
+
+    async def _update_standing(self, refs: set[str] | None) -> None:
+        """Extend the standing results stored here whose dataset is in ``refs`` (all
+        when ``None``), each by a site-bound task submitted through the hub (so reads
+        are signed, routed and counted like every other)."""
+        names = [
+            name for name, entry in standing.active(self.cfg.results_dir).items()
+            if refs is None or entry["dataset"] in refs
+        ]
+        if not names:
+            return
+        try:  # a client per batch: one kept open would outlive a hub restart half-broken
+            client = await Client(
+                self.hub, security=self.security, asynchronous=True, timeout=30,
+                name=f"site {self.cfg.site}",
+            )
+        except Exception as e:
+            logger.warning("Standing results %s were not updated: %s", names, e)
+            return
+        async with client:
+            for name in names:
+                ref = f"{self.cfg.site}/{RESULTS}{name}"
+                try:
+                    task = dask.delayed(standing.standing_task, pure=False)(ref, "update")
+                    done = await client.compute(task)
+                    logger.info("Standing result %s now has %s steps", ref, done["steps"])
+                except Exception as e:  # the next change tries again; the registry says why
+                    logger.warning("Standing result %s was not updated: %s: %s", ref,
+                                   type(e).__name__, e)
 
     def _use_connectivity(self, reply: dict) -> None:
         """Outbound-only: workers and nannies listen on ``relay://`` (see federation.relay).
@@ -487,7 +578,7 @@ class Site:
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._heartbeat, self._session):
+        for task in (self._heartbeat, self._session, self._watch, self._standing):
             if task is not None:
                 task.cancel()
         try:

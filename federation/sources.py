@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import inspect
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,22 @@ from .config import DatasetConfig
 
 #: options of ``engine: icechunk`` that choose the version; the rest go to xarray's zarr
 ICECHUNK_VERSION = ("branch", "tag", "snapshot_id")
+
+#: metadata files of a zarr store: zarr rewrites them on every append or resize
+ZARR_METADATA = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
+
+
+#: HDF5 (netCDF4, h5netcdf) takes a shared lock on every file a reader has open, and a
+#: writer then fails with PermissionError (and netCDF4 has already truncated the file).
+#: Sites read without locks: providers may write at any time, and reads check the files'
+#: identity instead (federation.versions.settled). HDF5 reads it when the library loads.
+UNLOCKED_HDF5 = {"HDF5_USE_FILE_LOCKING": "FALSE"}
+
+
+def read_without_locks() -> None:
+    """Make this process's HDF5 reads take no file locks; call it before any HDF5 file
+    is opened (HDF5 reads the setting once)."""
+    os.environ.update(UNLOCKED_HDF5)
 
 
 def is_url(path: str) -> bool:
@@ -130,26 +147,71 @@ class Source:
                 target, engine=engine, chunks=None, cache=False, decode_cf=False, **options
             )
 
+    @property
+    def kind(self) -> str:
+        """``"glob"``, ``"file"`` or ``"store"`` (a zarr store, Icechunk repository, URL)."""
+        if self.is_glob:
+            return "glob"
+        if is_url(self.path) or self.engine == "icechunk" or os.path.isdir(self.path):
+            return "store"
+        return "file"
+
     def stamp(self) -> str:
-        """Sizes and modification times of the files, to version the catalog entry."""
-        if is_url(self.path):
-            return self.path
-        files = sorted(glob.glob(self.path)) if self.is_glob else [self.path]
-        parts = []
-        for f in files:
-            if os.path.isdir(f):
-                # a zarr store or Icechunk repository: metadata files change on writes
-                for root, _, names in os.walk(f):
-                    for n in names:
-                        if n in ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata") or (
-                            self.engine == "icechunk"
-                        ):
-                            st = os.stat(os.path.join(root, n))
-                            parts.append(f"{n}:{st.st_size}:{st.st_mtime_ns}")
-            else:
-                st = os.stat(f)
-                parts.append(f"{st.st_size}:{st.st_mtime_ns}")
-        return ";".join(parts)
+        """The identity of the files (see :func:`identity`), to version the catalog entry."""
+        return json.dumps(identity(self))
+
+
+def identity(source: Source) -> list[list[Any]]:
+    """What the file system says about ``source``'s files, without opening them:
+    ``[[name, inode, size, mtime_ns], ...]`` of a file, of each file of a glob, or of the
+    metadata files of a zarr store (rewritten on every append or resize); the snapshot
+    id of an Icechunk branch or tag (``[["snapshot", id]]``); ``[["url", url]]`` for a
+    URL (not watched).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file (or every file of a glob) is gone.
+    """
+    if is_url(source.path):
+        return [["url", source.path]]
+    if source.engine == "icechunk":
+        return [["snapshot", icechunk_snapshot(source)]]
+    files = sorted(glob.glob(source.path)) if source.is_glob else [source.path]
+    if source.is_glob and not files:
+        raise FileNotFoundError(f"no file matches {source.path!r}")
+    out: list[list[Any]] = []
+    for f in files:
+        if not os.path.isdir(f):
+            st = os.stat(f)
+            out.append([os.path.basename(f), st.st_ino, st.st_size, st.st_mtime_ns])
+            continue
+        for root, dirs, names in os.walk(f):
+            # chunk folders ("c" in zarr v3, numbers in v2 with "/" separators) hold no
+            # metadata: not walking them keeps this cheap for stores of many chunks
+            dirs[:] = sorted(d for d in dirs if d != "c" and not d.isdigit())
+            for n in sorted(names):
+                if n in ZARR_METADATA:
+                    st = os.stat(os.path.join(root, n))
+                    name = os.path.relpath(os.path.join(root, n), f)
+                    out.append([name, st.st_ino, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def icechunk_snapshot(source: Source) -> str:
+    """The snapshot id the source's branch, tag or ``snapshot_id`` points at now."""
+    import icechunk
+
+    # it warns at every open that local storage is unsafe for concurrent commits: this
+    # only reads, once per check and per read
+    icechunk.set_logs_filter("error")
+    options = source.open_options
+    if "snapshot_id" in options:
+        return str(options["snapshot_id"])
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(source.path))
+    if "tag" in options:
+        return str(repo.lookup_tag(options["tag"]))
+    return str(repo.lookup_branch(options.get("branch", "main")))
 
 
 @dataclass(frozen=True)

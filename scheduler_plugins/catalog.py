@@ -51,9 +51,9 @@ class CatalogPlugin(FederationPlugin):
 
     RPC handlers it adds to the scheduler (all arguments msgpack-plain; nothing a
     site sends is unpickled): ``REGISTER_SITE``, ``HEARTBEAT``, ``UNREGISTER_SITE``,
-    ``ADD_RESULT``, ``CATALOG``, ``DATASET``, ``SITES``, ``METHODS``, ``METHOD`` and
-    ``PROVENANCE``; their arguments and answers are in :mod:`federation.protocol`, who
-    may call each in :mod:`.handlers`.
+    ``ADD_RESULT``, ``UPDATE_DATASETS``, ``CATALOG``, ``DATASET``, ``SITES``, ``METHODS``,
+    ``METHOD`` and ``PROVENANCE``; their arguments and answers are in
+    :mod:`federation.protocol`, who may call each in :mod:`.handlers`.
     """
 
     name = "federation-catalog"
@@ -76,6 +76,7 @@ class CatalogPlugin(FederationPlugin):
                 protocol.METHODS: self.methods,
                 protocol.METHOD: self.method,
                 protocol.ADD_RESULT: self.add_result,
+                protocol.UPDATE_DATASETS: self.update_datasets,
                 protocol.PROVENANCE: self.provenance,
             }
         )
@@ -226,6 +227,26 @@ class CatalogPlugin(FederationPlugin):
         self.state.scheduler.log_event(
             "federation", {"action": "result-published", "result": info.ref}
         )
+        return {"status": "OK"}
+
+    def update_datasets(self, site: str, session: str, datasets: list[dict]) -> dict[str, str]:
+        """New versions of datasets the site registered (its periodic check or SIGHUP).
+
+        Only the site itself gets here (certificate and session, see .handlers), and only
+        with datasets it registered: a change cannot add a dataset.
+        """
+        check_announcement(site, list(datasets), [], [])
+        infos = [DatasetInfo.from_wire(d) for d in datasets]
+        for info in infos:
+            check_entry(site, "dataset", info.site, info.name)
+        changed = self.state.update_datasets(site, infos)
+        for old, new in changed:
+            self.state.scheduler.log_event("federation", {
+                "action": "dataset-changed", "dataset": new.ref, "from": old.version,
+                "to": new.version, "dims": new.dims,
+            })
+            logger.info("Dataset %s changed: version %s -> %s %s", new.ref, old.version,
+                        new.version, new.dims)
         return {"status": "OK"}
 
     def provenance(self, comm, name: str) -> dict[str, Any]:

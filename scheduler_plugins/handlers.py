@@ -17,6 +17,7 @@ federation_register_site        –      own     yes    ``site``: its own name; 
 federation_heartbeat            –      own     yes    ``site``: its own name
 federation_unregister_site      –      own     yes    ``site``: its own name
 federation_add_result           –      own+s   yes    ``site``: its own; ``results/NAME`` only
+federation_update_datasets      –      own+s   yes    ``site``: its own; datasets it registered
 federation_result_publisher     –      own+s   yes    ``site``: its own; a result task of it
 federation_members              –      yes     yes    nothing (the federation's worker list)
 federation_relay_reset          –      own     yes    ``site``: its own name
@@ -89,6 +90,9 @@ TABLE: dict[str, Rule] = {
     protocol.HEARTBEAT: Rule(SITES, "site", action="keep alive"),
     protocol.UNREGISTER_SITE: Rule(SITES, "site", action="unregister"),
     protocol.ADD_RESULT: Rule(SITES, "site", session=True, action="announce results of"),
+    protocol.UPDATE_DATASETS: Rule(
+        SITES, "site", session=True, action="announce changed datasets of"
+    ),
     protocol.RESULT_PUBLISHER: Rule(
         SITES, "site", session=True, action="store results of"
     ),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dask._task_spec import Task
 
-from federation.graph import bindings
+from federation.graph import bindings, read_versions
 from federation.protocol import RESULT_PUBLISHER, Publisher, site_call_kind
 
 from .grants import principal
@@ -38,12 +38,16 @@ class Publication:
     publisher: str
     datasets: tuple[str, ...]
     methods: tuple[str, ...]
+    #: (dataset, version) the reads were pinned to
+    versions: tuple[tuple[str, str], ...] = ()
 
 
-def _lineage(ts: TaskState) -> tuple[set[str], set[str]]:
-    """Datasets read and methods called by ``ts`` and everything it depends on."""
+def _lineage(ts: TaskState) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+    """Datasets read, methods called by ``ts`` and everything it depends on, and the
+    ``(dataset, version)`` pairs its reads are pinned to."""
     datasets: set[str] = set()
     methods: set[str] = set()
+    versions: set[tuple[str, str]] = set()
     seen, stack = {ts.key}, [ts]
     while stack:
         t = stack.pop()
@@ -53,11 +57,12 @@ def _lineage(ts: TaskState) -> tuple[set[str], set[str]]:
                     datasets.add(ref)
                 elif kind == "method":
                     methods.add(ref)
+            versions.update(read_versions(t.run_spec))
         for dts in t.dependencies:
             if dts.key not in seen:
                 seen.add(dts.key)
                 stack.append(dts)
-    return datasets, methods
+    return datasets, methods, versions
 
 
 class ResultsPlugin(FederationPlugin):
@@ -83,11 +88,12 @@ class ResultsPlugin(FederationPlugin):
             spec = ts.run_spec if ts is not None else None
             if not (isinstance(spec, Task) and site_call_kind(spec.func) == "result"):
                 continue
-            datasets, methods = _lineage(ts)
+            datasets, methods, versions = _lineage(ts)
             who = principal(self.state.client_identity.get(client))
             self.publications[key] = Publication(
                 ref=spec.args[0], publisher=who or ANONYMOUS,
                 datasets=tuple(sorted(datasets)), methods=tuple(sorted(methods)),
+                versions=tuple(sorted(versions)),
             )
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
@@ -97,7 +103,9 @@ class ResultsPlugin(FederationPlugin):
     def publisher(self, site: str, session: str, ref: str, key: Any) -> dict[str, Any]:
         """Who stores ``ref`` with task ``key``, and from which datasets and methods.
 
-        Only ``site`` itself may ask (see .handlers); ``versions`` are the catalog's now.
+        Only ``site`` itself may ask (see .handlers). A dataset's ``version`` is the one
+        its reads were pinned to (the catalog's now for unpinned reads); ``versions``
+        lists them all if the computation mixed several.
         """
         pub = self.publications.get(key if not isinstance(key, list) else tuple(key))
         if pub is None or pub.ref != ref or not ref.startswith(f"{site}/"):
@@ -106,12 +114,17 @@ class ResultsPlugin(FederationPlugin):
             )
         known = self.state.datasets()
         methods = self.state.methods()
+        pinned: dict[str, list[str]] = {}
+        for r, v in pub.versions:
+            pinned.setdefault(r, []).append(v)
+
+        def version(r: str) -> dict[str, Any]:
+            used = pinned.get(r) or ([known[r].version] if r in known else [None])
+            return {"version": used[0], **({"versions": used} if len(used) > 1 else {})}
+
         return Publisher(
             published_by=pub.publisher,
-            datasets=[
-                {"dataset": r, "version": known[r].version if r in known else None}
-                for r in pub.datasets
-            ],
+            datasets=[{"dataset": r, **version(r)} for r in pub.datasets],
             methods=[
                 {"method": r, "version": methods[r].version if r in methods else None}
                 for r in pub.methods

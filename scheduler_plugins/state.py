@@ -323,6 +323,36 @@ class FederationState:
         record.results[info.name] = (info, provenance)
         self.catalog_version += 1
 
+    def update_datasets(
+        self, site: str, infos: list[DatasetInfo]
+    ) -> list[tuple[DatasetInfo, DatasetInfo]]:
+        """Replace the catalog entries of datasets ``site`` registered by new versions;
+        returns (old, new) pairs.
+
+        Raises
+        ------
+        UnknownDatasetError
+            For a site that is not registered, or a dataset it did not register.
+        """
+        record = self.sites.get(site)
+        if record is None:
+            raise UnknownDatasetError(f"site {site!r} is not registered; register first")
+        unknown = sorted(i.name for i in infos if i.name not in record.catalog)
+        if unknown:
+            raise UnknownDatasetError(
+                f"site {site!r} did not register dataset(s) {unknown}; a change cannot add a "
+                "dataset: restart the site with the new configuration"
+            )
+        changed = []
+        for info in infos:
+            old = record.catalog[info.name]
+            if info.replica_of:
+                self._check_replica(info)
+            record.catalog[info.name] = info
+            changed.append((old, info))
+        self.catalog_version += 1
+        return changed
+
     def provenance(self, name: str) -> dict[str, Any]:
         info = self.dataset(name)
         record = self.sites[info.site]

@@ -32,7 +32,7 @@ def test_catalog_lists_every_site_without_paths(fed, data_root):
     assert list(cat["dataset"]) == ["awi/sst", "dkrz/t2m", "geomar/chl"]
     assert list(cat.columns) == [
         "dataset", "site", "variables", "dims", "shape", "dtype", "nbytes", "chunks",
-        "description", "egress", "calendars",
+        "description", "egress", "calendars", "version", "changed",
     ]
     row = cat.set_index("dataset").loc["awi/sst"]
     assert row["shape"] == (40, 180, 360) and row["dtype"] == "float32"

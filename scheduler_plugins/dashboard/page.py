@@ -16,6 +16,7 @@ from .components.sites import SitesTable
 from .components.tasks import TasksPerSite
 from .components.title import Title
 from .components.traffic import TrafficLastMinute, TrafficTotal
+from .components.versions import VersionsTable
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
@@ -32,6 +33,7 @@ COMPONENTS: list[type[Component]] = [
     TrafficTotal,
     TrafficLastMinute,
     DatasetsTable,
+    VersionsTable,
     MethodsTable,
     ResultsTable,
 ]

@@ -100,6 +100,8 @@ class CatalogRow(Record):
     nbytes: int
     chunks: dict[str, int]
     description: str
+    version: str = Field(description="changes when the dataset's data or metadata do")
+    changed: float | None = Field(None, description="Unix time the site noticed this version")
 
 
 class Catalog(Record):

@@ -1,0 +1,227 @@
+"""Standing computations: published results that grow with their dataset.
+
+``fed.standing("sst-mean", fn, "awi/sst", along="time")`` publishes ``fn(dataset)`` as
+result ``awi/results/sst-mean`` and registers it at the site that holds the dataset (and
+stores the result). Whenever that site notices that the dataset gained steps along
+``time`` (its ``refresh:`` check, or SIGHUP), it runs :func:`standing_task` to compute
+``fn`` of the **new steps only** and append them to the result.
+
+That is right only for per-step computations: each output step depends on its input
+step alone (area means, anomalies against a fixed climatology, unit conversions,
+thresholds). ``fed.standing`` checks this with a probe before anything is computed:
+``fn`` of the first two steps must equal the first two steps of ``fn`` of the first
+three (run at the site, on the real data). Reductions along ``time``, rolling windows,
+running sums or anomalies against a climatology of the same data fail the probe and
+are refused with the reason. A dataset that was replaced rather than appended to is
+recomputed whole.
+
+The registry lives next to the result, in the site's ``results_dir``
+(``<name>.standing.json``, with ``fn`` pickled by cloudpickle): the result and the
+computation that keeps it up to date belong together, the site is the one that sees
+its data change, and both outlive hub and site restarts (a restarted site catches up
+at once). Its state also goes into the result's provenance (``standing``), which the
+hub keeps: ``fed.standing_list()`` and the federation page show it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import xarray as xr
+
+from .errors import FederationError
+
+REGISTRY_SUFFIX = ".standing.json"
+#: states of a standing computation
+ACTIVE, CANCELLED, FAILED = "active", "cancelled", "failed"
+
+
+class StandingError(FederationError, ValueError):
+    """A computation that cannot stand: not per-step along the dimension, or unknown."""
+
+
+def as_dataset(obj: Any, name: str = "data") -> xr.Dataset:
+    if isinstance(obj, xr.DataArray):
+        return obj.to_dataset(name=obj.name or name)
+    if not isinstance(obj, xr.Dataset):
+        raise StandingError(f"a standing computation returns xarray objects, not {type(obj)}")
+    return obj
+
+
+def probe(fn: Any, ds: xr.Dataset, along: str) -> xr.Dataset:
+    """``fn(ds)`` (lazy), after checking that ``fn`` works step by step along ``along``.
+
+    Raises
+    ------
+    StandingError
+        Naming why ``fn`` cannot be extended by computing new steps alone.
+    """
+    if along not in ds.dims:
+        raise StandingError(f"the dataset has no dimension {along!r}; it has {sorted(ds.dims)}")
+    if ds.sizes[along] < 3:
+        raise StandingError(f"the probe needs at least 3 steps along {along!r}")
+    out = as_dataset(fn(ds))
+    if along not in out.dims or out.sizes[along] != ds.sizes[along]:
+        raise StandingError(
+            f"fn keeps no {along!r} dimension of the dataset's length (it reduces or resamples "
+            f"along it): new steps cannot simply be appended; publish it with "
+            "fed.publish_result and recompute it when the data change"
+        )
+    two = as_dataset(fn(ds.isel({along: slice(0, 2)}))).compute()
+    three = as_dataset(fn(ds.isel({along: slice(0, 3)}))).isel({along: slice(0, 2)}).compute()
+    if not two.identical(three):
+        raise StandingError(
+            f"fn is not per-step along {along!r}: its first steps change when later steps "
+            "are added (a reduction, window or climatology over the data itself); new "
+            "steps cannot be computed alone. Use a fixed climatology, or publish it with "
+            "fed.publish_result and recompute it"
+        )
+    return out
+
+
+def registry_path(results_dir: str, name: str) -> Path:
+    return Path(results_dir) / f"{name}{REGISTRY_SUFFIX}"
+
+
+def load(results_dir: str, name: str) -> dict[str, Any] | None:
+    path = registry_path(results_dir, name)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def save(results_dir: str, name: str, entry: dict[str, Any]) -> None:
+    path = registry_path(results_dir, name)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(entry, indent=2))
+    tmp.replace(path)
+
+
+def new_entry(fn: Any, dataset: str, along: str, steps: int, version: str) -> dict[str, Any]:
+    return {
+        "dataset": dataset, "along": along, "steps": steps, "version": version,
+        "state": ACTIVE, "updated": time.time(), "updates": 0, "error": None,
+        "fn": base64.b64encode(cloudpickle.dumps(fn)).decode(),
+    }
+
+
+def summary(entry: dict[str, Any]) -> dict[str, Any]:
+    """What provenance and ``fed.standing_list()`` show (no pickled function)."""
+    return {k: v for k, v in entry.items() if k != "fn"}
+
+
+def function(entry: dict[str, Any]) -> Any:
+    return cloudpickle.loads(base64.b64decode(entry["fn"]))
+
+
+def active(results_dir: str | None) -> dict[str, dict[str, Any]]:
+    """Result name -> registry entry of the active standing computations stored here."""
+    if not results_dir or not Path(results_dir).is_dir():
+        return {}
+    out = {}
+    for path in sorted(Path(results_dir).glob(f"*{REGISTRY_SUFFIX}")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if entry.get("state") == ACTIVE:
+            out[path.name[: -len(REGISTRY_SUFFIX)]] = entry
+    return out
+
+
+def standing_task(ref: str, action: str, entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Register (``entry``), update or cancel the standing computation of result ``ref``
+    (``site/results/name``); runs at the site in a task the hub signed a capability for.
+
+    ``update`` computes ``fn`` of the dataset's steps the result lacks, through the
+    federation (so only their chunks are read, at their site), and appends them; a
+    dataset replaced since the last update is recomputed whole. Returns the summary.
+    """
+    from distributed import get_worker
+    from distributed.utils import sync
+
+    from . import read
+    from .capability import require
+    from .client import worker_federation
+    from .results import PROVENANCE_SUFFIX, describe_result, may_replace
+
+    site, name = ref.split("/", 1)[0], ref.split("/", 2)[2]
+    results_dir = read._results_dir
+    if read._site != site or not results_dir:
+        raise StandingError(f"result {ref!r} can only be kept at site {site!r}")
+    require("result", ref)
+    worker = get_worker()
+    facts = sync(
+        worker.loop, worker.scheduler.federation_result_publisher,
+        site=site, session=read._session, ref=ref, key=worker.get_current_task(),
+    )
+    path = Path(results_dir) / f"{name}.zarr"
+    provenance_file = path.with_name(name + PROVENANCE_SUFFIX)
+    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    if action in ("register", "cancel") and not may_replace(
+        site, provenance.get("published_by"), facts["published_by"]
+    ):
+        raise PermissionError(
+            f"result {ref!r} was published by {provenance.get('published_by')!r}; only they "
+            f"or site {site!r} may change its standing computation"
+        )
+    if action == "register":
+        assert entry is not None
+        current = entry
+    else:
+        current = load(results_dir, name)
+        if current is None:
+            raise StandingError(f"{ref!r} is not a standing computation")
+    if action == "cancel":
+        current["state"] = CANCELLED
+    elif action == "update" and current["state"] == ACTIVE:
+        try:
+            _update(current, path, worker_federation)
+        except Exception as e:  # kept in the registry and shown; the next change retries
+            current.update(error=f"{type(e).__name__}: {e}", updated=time.time())
+            save(results_dir, name, current)
+            raise
+    save(results_dir, name, current)
+    provenance["standing"] = summary(current)
+    provenance_file.write_text(json.dumps(provenance, indent=2))
+    sync(
+        worker.loop, worker.scheduler.federation_add_result,
+        site=site, session=read._session, result=describe_result(site, path),
+    )
+    return summary(current)
+
+
+def _update(entry: dict[str, Any], path: Path, worker_federation: Any) -> None:
+    """Append ``fn`` of the new steps to the result at ``path`` (or recompute it whole
+    after a replacement); updates ``entry`` in place."""
+    from . import read
+    from .versions import VersionLog
+
+    along, done, ref = entry["along"], entry["steps"], entry["dataset"]
+    fn = function(entry)
+    with worker_federation() as fed:
+        info = fed.info(ref)
+        steps = info.dims[along]
+        source = read._source(ref)
+        appended = read._versions is not None and source is not None and (
+            read._versions.compatible(VersionLog.key(ref, source), entry["version"], info.version)
+        )
+        ds = fed.open_dataset(ref)
+        if appended and steps == done:
+            entry.update(version=info.version)
+            return
+        if appended:
+            new = as_dataset(fn(ds.isel({along: slice(done, steps)})))
+            fed.client.compute(new).result().to_zarr(path, append_dim=along, consolidated=False)
+        else:  # replaced: every step may have changed
+            out = as_dataset(fn(ds))
+            tmp = path.with_name(f".{path.name}.tmp")
+            fed.client.compute(out).result().to_zarr(tmp, mode="w", consolidated=False)
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.replace(path)
+    entry.update(steps=steps, version=info.version, updated=time.time(),
+                 updates=entry["updates"] + 1, error=None)

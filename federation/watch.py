@@ -1,0 +1,108 @@
+"""The site process's check for changed datasets: every ``refresh:`` seconds, and at
+once on SIGHUP.
+
+A check costs a ``stat`` per file (see :func:`federation.sources.identity`); only a
+dataset whose files changed is opened again, described, recorded in the version log
+(:mod:`federation.versions`) and announced to the hub with its new version. A dataset a
+provider is still writing (it cannot be opened, or its files change while it is
+described) keeps its version until a later check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from .catalog import DatasetInfo
+from .config import SiteConfig
+from .sources import Source, identity, source_for
+from .versions import VersionLog, digest
+
+logger = logging.getLogger("federation.site")
+
+
+class Watcher:
+    """Finds the site's datasets whose files changed and announces their new versions.
+
+    ``describe(name, source, log)`` describes one dataset as the site does at start-up
+    (:func:`federation.site.describe_config`); ``announce(infos)`` sends new versions
+    to the hub.
+    """
+
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        log: VersionLog,
+        catalog: list[DatasetInfo],
+        describe: Callable[[str, Source, VersionLog], DatasetInfo],
+        announce: Callable[[list[DatasetInfo]], Awaitable[None]],
+    ):
+        self.cfg = cfg
+        self.log = log
+        self.describe = describe
+        self.announce = announce
+        self.sources = {name: source_for(ds) for name, ds in cfg.datasets.items()}
+        self.catalog = {info.name: info for info in catalog}
+        #: dataset name -> identity digest of the version announced
+        self.digests = {
+            info.name: self._digest_of(info) for info in catalog if info.name in self.sources
+        }
+        self._wake = asyncio.Event()
+
+    def _digest_of(self, info: DatasetInfo) -> str | None:
+        key = VersionLog.key(info.ref, self.sources[info.name])
+        for entry in self.log.entries(key):
+            if entry.version == info.version:
+                return entry.digest
+        return None
+
+    def wake(self) -> None:
+        """Check now (the SIGHUP handler)."""
+        self._wake.set()
+
+    def check(self) -> list[DatasetInfo]:
+        """New descriptions of the datasets whose files changed (blocking: run it in a
+        thread)."""
+        changed = []
+        for name, source in self.sources.items():
+            try:
+                now = digest(identity(source))
+            except OSError as e:  # removed, or being replaced: keep the last version
+                logger.info("Dataset %s/%s: cannot check its files (%s); keeping version %s",
+                            self.cfg.site, name, e, self.catalog[name].version)
+                continue
+            if now == self.digests.get(name):
+                continue
+            old = self.catalog[name]
+            try:
+                info = self.describe(name, source, self.log)
+            except Exception as e:  # a provider mid-write: the next check sees it done
+                logger.info("Dataset %s/%s changed but cannot be described yet (%s: %s); "
+                            "keeping version %s", self.cfg.site, name, type(e).__name__, e,
+                            old.version)
+                continue
+            self.digests[name] = self._digest_of(info)
+            if info.version != old.version:
+                self.catalog[name] = info
+                changed.append(info)
+        return changed
+
+    async def run(self) -> None:
+        """Check every ``refresh`` seconds (``0``: only when woken) until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.cfg.refresh or None)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            changed = await asyncio.to_thread(self.check)
+            if not changed:
+                continue
+            for info in changed:
+                logger.info("Dataset %s changed: version %s %s", info.ref, info.version,
+                            info.dims)
+            try:
+                await self.announce(changed)
+            except Exception as e:  # the hub is away: the next registration sends them
+                logger.warning("Could not announce changed datasets to the hub: %s", e)
