@@ -25,6 +25,7 @@ from federation.protocol import site_of
 from federation.security import identity
 
 from .grants import principal
+from .handlers import same_arguments
 from .plugin import FederationPlugin
 from .state import FederationState
 
@@ -96,7 +97,7 @@ class AdminPlugin(FederationPlugin):
             result = handler(comm, **kwargs) if wants_comm else handler(**kwargs)
             return await result if inspect.isawaitable(result) else result
 
-        return guarded
+        return same_arguments(guarded, handler)
 
     def _guard_stream(self, op: str, handler: Any) -> Any:
         def guarded(client: str | None = None, **kwargs: Any) -> Any:

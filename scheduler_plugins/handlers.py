@@ -154,6 +154,22 @@ def authorise(
             )
 
 
+def same_arguments(wrapper: Callable, handler: Callable) -> Callable:
+    """Give ``wrapper(comm, **kwargs)`` the signature of the ``handler`` it calls.
+
+    distributed reads a handler's signature: it passes the comm only to handlers whose
+    first parameter is ``comm``, and the caller's ``serializers`` only to handlers that
+    name that parameter (``broadcast``, ``gather`` …). A bare ``**kwargs`` wrapper would
+    drop them: ``client.run`` of a client without pickle then got pickled replies.
+    """
+    params = list(inspect.signature(handler).parameters.values())
+    if not _expects_comm(handler):
+        params.insert(0, inspect.Parameter("comm", inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    wrapper.__signature__ = inspect.Signature(params)
+    wrapper.__name__ = getattr(handler, "__name__", wrapper.__name__)
+    return wrapper
+
+
 def guard(state: FederationState, op: str, handler: Callable) -> Callable:
     """``handler`` behind :func:`authorise`; a refusal is one warning line, not a traceback."""
     passes_comm = _expects_comm(handler)
@@ -168,8 +184,7 @@ def guard(state: FederationState, op: str, handler: Callable) -> Callable:
             logger.warning("Refused %s from %s (%s): %s", op, _who(ident), comm.peer_address, e)
             return error_message(e, status="uncaught-error")  # the caller raises it
 
-    guarded.__name__ = getattr(handler, "__name__", op)
-    return guarded
+    return same_arguments(guarded, handler)
 
 
 def guard_dials(state: FederationState, op: str, handler: Callable) -> Callable:
@@ -190,8 +205,7 @@ def guard_dials(state: FederationState, op: str, handler: Callable) -> Callable:
         result = handler(comm, **kwargs) if passes_comm else handler(**kwargs)
         return await result if inspect.isawaitable(result) else result
 
-    checked.__name__ = getattr(handler, "__name__", op)
-    return checked
+    return same_arguments(checked, handler)
 
 
 class GuardedHandlers(dict):

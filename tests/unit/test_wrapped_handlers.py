@@ -5,6 +5,8 @@ distributed's own test modules check the same at scale: benchmarks/dask_conforma
 from __future__ import annotations
 
 import pytest
+from distributed import Client
+from distributed.utils import has_keyword
 
 from .hub import hub_cluster
 
@@ -32,3 +34,19 @@ async def test_admin_operations_follow_dask_on_a_hub_without_identities(c, s, a,
     assert set(retired) == {b.address} and b.address not in s.workers
     with pytest.raises(KeyError):  # as Dask: unknown worker in set_restrictions
         await c.scheduler.set_restrictions(worker={"no-such-key": [a.address]})
+
+
+def _inc(x: int) -> int:
+    return x + 1
+
+
+@hub_cluster(None, None)
+async def test_wrapped_handlers_keep_the_callers_serializers(c, s, a, b):
+    """Found by distributed's test_turn_off_pickle: the admin and dialling guards around
+    ``broadcast`` hid its ``serializers`` parameter, so a client without pickle got pickled
+    replies to ``client.run``."""
+    assert has_keyword(s.handlers["broadcast"], "serializers")
+    async with Client(s.address, asynchronous=True, serializers=["dask", "msgpack"]) as c2:
+        assert await c2.run(lambda: 1) == {a.address: 1, b.address: 1}
+        with pytest.raises(TypeError):  # as in Dask: a pickled-only result cannot come back
+            await c2.run(lambda: _inc)
