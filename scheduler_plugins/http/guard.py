@@ -29,7 +29,6 @@ every request on the port (its own routes, its Bokeh applications, ours) goes th
 from __future__ import annotations
 
 import html
-import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -43,8 +42,6 @@ from .common import API_PATH, http_prefix
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
-
-logger = logging.getLogger(__name__)
 
 #: paths (after the dashboard prefix) served without a token; see the module docstring
 PUBLIC = (

@@ -122,10 +122,15 @@ class DatasetVariable(Record):
     values: Any = Field(None, description="coordinate values, when they travel")
 
 
-class Dataset(Record):
-    dataset: str = Field(description="site/name")
+class AtSite(Record):
+    """Something a site holds: its ``site`` and its ``name`` there."""
+
     site: str
     name: str
+
+
+class Dataset(AtSite):
+    dataset: str = Field(description="site/name")
     kind: Literal["dataset", "result"]
     description: str
     version: str
@@ -149,10 +154,8 @@ class Parameter(Record):
     default: Any = None
 
 
-class Method(Record):
+class Method(AtSite):
     ref: str = Field(description="site/name")
-    site: str
-    name: str
     kind: Literal["method", "workflow"]
     signature: str
     summary: str
