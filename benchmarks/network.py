@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -238,7 +239,7 @@ class Namespaces:
             self.router.kill()
             self.router.wait()
             self.router = None
-            Path(self.control_path).unlink(missing_ok=True)
+            shutil.rmtree(Path(self.control_path).parent, ignore_errors=True)
         names = sorted(set(self.created) | set(self.leftovers()))
         for ns in names:
             pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
