@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--deep-size", default=None,
                    help="data at 'deep' (default 4x its memory limit; --quick: --size)")
     r.add_argument("--bandwidth", default="100mbit", help="every link, each way (tc rate)")
+    r.add_argument("--rtt", type=float, nargs="+", default=None, metavar="MS",
+                   help="RTT sweep: run the matrix at each RTT (ms) through the delay router "
+                        "(benchmarks/delay.py), plus the site-local bound; needs root")
+    r.add_argument("--jitter", type=float, default=0.0, metavar="MS",
+                   help="± uniform jitter of the RTT (ms) with --rtt")
+    r.add_argument("--contention", type=int, default=0, metavar="N",
+                   help="contention mode: N busy processes pinned round-robin to the cores "
+                        "(taskset) for the whole run, like a shared login node")
     r.add_argument("--data-dir", default=str(HERE / ".data"), help="generated data cache")
     r.add_argument("--results-dir", default=str(HERE / "results"))
     r.add_argument("--name", default=None, help="results file stem (default: the date)")
@@ -63,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render markdown and plot from a results JSON")
     rep.add_argument("json")
     return p
+
+
+def start_contention(n: int) -> list[subprocess.Popen]:
+    """``n`` CPU-bound processes, each pinned to one core (round-robin), at normal
+    priority: the fixed load of the contention mode."""
+    cores = sorted(os.sched_getaffinity(0))
+    return [subprocess.Popen(["taskset", "-c", str(cores[i % len(cores)]), sys.executable,
+                              "-c", "while True: pass"]) for i in range(n)]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -91,9 +107,13 @@ def run(args: argparse.Namespace) -> dict:
         ok, why = can_use_namespaces()
         mode = "netns" if ok else "loopback"
     if mode == "loopback":
+        if args.rtt:
+            raise SystemExit(f"--rtt needs the namespace network (root), but: {why}")
         print(f"Using loopback (127.0.0.1, no shaping): {why}.", flush=True)
     roles = ["hub", *SITE_ROLES, "client"]
-    net = Namespaces(roles, bandwidth=args.bandwidth) if mode == "netns" else Loopback()
+    net = Namespaces(roles, bandwidth=args.bandwidth,
+                     rtt_ms=args.rtt[0] if args.rtt else None,
+                     jitter_ms=args.jitter) if mode == "netns" else Loopback()
 
     data_dir = Path(args.data_dir).resolve()
     paths = bdata.prepare(data_dir, sizes, args.chunk_days)
@@ -118,18 +138,23 @@ def run(args: argparse.Namespace) -> dict:
         "hub_port": 8786 if mode == "netns" else free_port(),
         "plain_port": 8796 if mode == "netns" else free_port(),
         "workloads": args.workloads or list(WORKLOADS),
-        "approaches": args.approaches or list(APPROACHES),
+        # the sweep also asks for the limit, not only the peers
+        "approaches": args.approaches or [*APPROACHES, *(["site-local"] if args.rtt else [])],
+        "rtts": args.rtt,
         "batch_bytes": parse_bytes(args.batch),
         "overhead_tasks": overhead_tasks, "overhead_repeats": args.overhead_repeats,
         "profile": not args.no_profile, "profile_tasks": args.profile_tasks,
         "diagnose": not args.no_diagnose,
     }
-    (workdir / "spec.json").write_text(json.dumps(spec, indent=1))
     out = workdir / "driver.json"
     previous = signal.signal(signal.SIGTERM, _sigterm)
     child = None
+    busy = []
     try:
+        busy = start_contention(args.contention)
         net.setup()
+        spec["router_control"] = getattr(net, "control_path", "")
+        (workdir / "spec.json").write_text(json.dumps(spec, indent=1))
         if mode == "netns":
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                 p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
@@ -153,6 +178,9 @@ def run(args: argparse.Namespace) -> dict:
             except subprocess.TimeoutExpired:
                 child.kill()
         net.teardown()
+        for proc in busy:
+            proc.kill()
+            proc.wait()
         signal.signal(signal.SIGTERM, previous)
 
     import dask
@@ -160,19 +188,28 @@ def run(args: argparse.Namespace) -> dict:
     import psutil
 
     date = datetime.date.today().isoformat()
-    stem = args.name or date + ("-quick" if args.quick else "") + (
+    stem = args.name or date + ("-rtt" if args.rtt else "") + (
+        f"-busy{args.contention}" if args.contention else "") + ("-quick" if args.quick else "") + (
         "-loopback" if mode == "loopback" else "")
     sizes = {site: bdata.du(p) for site, p in paths.items()}
+    rtt_note = (
+        f"Latency from the userspace delay router (benchmarks/delay.py, TUN devices; the "
+        f"kernel has no netem) on every path between two roles, at RTT "
+        f"{', '.join(f'{r:g}' for r in args.rtt)} ms in turn, the clusters kept running."
+        if args.rtt else
+        "No latency is modelled in this run (links are bandwidth-shaped only, RTT < 0.5 ms); "
+        "`--rtt 0 20 40 80` runs the RTT sweep through the delay router.")
     notes = [
-        "No latency is modelled: this kernel has no netem, and a delaying proxy cannot sit "
-        "between workers that connect to each other directly; links are bandwidth-shaped "
-        "only (RTT < 0.1 ms).",
+        rtt_note,
         "2 CPU cores shared by all processes (hub, 6 site workers, client): absolute times "
         "are noisy; ratios within one run matter.",
         "download: each workload fetches what it needs afresh (no cache between workloads).",
         "shared-fs: reads of another site's files are free here (local disk); through a "
         "real shared filesystem over the WAN they would cross the links "
         "(see remote reads).",
+        *([f"Contention mode: {args.contention} busy processes pinned round-robin to the "
+            f"{os.cpu_count()} cores (taskset) ran beside the sites for the whole run."]
+          if args.contention else []),
         *args.note,
     ]
     results = {
@@ -185,6 +222,7 @@ def run(args: argparse.Namespace) -> dict:
             "bytes_on_disk": sizes, "datasets": bdata.describe_sites(),
             "chunk_days": args.chunk_days, "memory_limit": memory_limit,
             "deep_size": deep_size, "deep_memory_limit": deep_limit,
+            "contention": args.contention,
             "memory_ratio": deep_size / deep_limit, "duration_s": time.time() - started,
             # what else ran shows in the load average (1 min) before and after the run
             "load_note": f"Load average {load_before:.1f} before the run, "

@@ -134,3 +134,57 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def _scheduler_messages(dask_scheduler) -> dict[str, int]:
+    """Batches and messages the scheduler sent to workers (``BatchedSend`` counters), and
+    the site queue's admissions so far (see :func:`_count_admissions`)."""
+    comms = list(dask_scheduler.stream_comms.values())
+    return {"batches": sum(c.batch_count for c in comms),
+            "messages": sum(c.message_count for c in comms),
+            "admissions": getattr(dask_scheduler, "_bench_admissions", [0, 0])[0],
+            "admitted": getattr(dask_scheduler, "_bench_admissions", [0, 0])[1]}
+
+
+def _worker_messages(dask_worker) -> dict[str, int]:
+    """Batches and messages a worker sent to the scheduler."""
+    stream = dask_worker.batched_stream
+    return {"batches": stream.batch_count, "messages": stream.message_count}
+
+
+def _count_admissions(dask_scheduler) -> bool:
+    """Count the site queue's admission rounds that released at least one parked read.
+
+    Measurement only: wraps the queue plugin's ``_admit`` (found by its ``parked``
+    dict, wherever the plugin lives) on this scheduler. Each such round follows a
+    worker's report of a finished task, i.e. costs one scheduler↔site round trip.
+    Returns False if no site queue is found (plain scheduler, or its internals moved).
+    """
+    for plugin in dask_scheduler.plugins.values():
+        admit, parked = getattr(plugin, "_admit", None), getattr(plugin, "parked", None)
+        if admit is None or not isinstance(parked, dict) or hasattr(admit, "_bench"):
+            continue
+        counts = dask_scheduler._bench_admissions = [0, 0]
+
+        def counted(admit=admit, parked=parked, counts=counts):
+            before = len(parked)
+            admit()
+            if len(parked) < before:
+                counts[0] += 1
+                counts[1] += before - len(parked)
+
+        counted._bench = True
+        plugin._admit = counted
+        return True
+    return False
+
+
+def message_counts(client: Client) -> dict[str, int]:
+    """Scheduler→workers and workers→scheduler batches/messages, and site-queue
+    admissions, summed over the cluster (take differences around a computation)."""
+    sched = client.run_on_scheduler(_scheduler_messages)
+    workers = client.run(_worker_messages).values()
+    return {"to_sites_batches": sched["batches"], "to_sites_messages": sched["messages"],
+            "from_sites_batches": sum(w["batches"] for w in workers),
+            "from_sites_messages": sum(w["messages"] for w in workers),
+            "admissions": sched["admissions"], "admitted_reads": sched["admitted"]}

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from . import sweep
 from .approaches import APPROACHES, DESCRIPTIONS
 
 MiB = 2**20
@@ -33,7 +34,12 @@ def _payload_ratio(r: dict, m: dict) -> str:
 
 
 def runs_by(results: dict) -> dict[tuple[str, str], dict]:
-    return {(r["workload"], r["approach"]): r for r in results["runs"]}
+    """(workload, approach) -> run; of an RTT sweep, the runs at the lowest RTT."""
+    runs = results["runs"]
+    rtts = [r["rtt_ms"] for r in runs if r.get("rtt_ms") is not None]
+    if rtts:
+        runs = [r for r in runs if r.get("rtt_ms") == min(rtts)]
+    return {(r["workload"], r["approach"]): r for r in runs if r["approach"] in APPROACHES}
 
 
 def targets(results: dict) -> dict:
@@ -166,6 +172,8 @@ def markdown(results: dict) -> str:
             for f in prof["top_self"][:8]:
                 lines.append(f"| `{f['function']}` | {f['calls']:,} | {f['self_s']:.2f} | "
                              f"{f['self_pct']:.1f} | {f['cum_pct']:.1f} |")
+    if sweep.is_sweep(results):
+        lines += sweep.markdown(results)
     t = targets(results)
     lines += ["", "## Targets", "", "| target | per workload | met |", "| --- | --- | :---: |"]
     for key, desc in TARGETS.items():
@@ -229,9 +237,14 @@ def write(results: dict, directory: Path, stem: str) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"json": directory / f"{stem}.json", "md": directory / f"{stem}.md"}
     results["targets"] = targets(results)
+    if sweep.is_sweep(results):
+        results["sweep"] = sweep.rows(results)
     paths["json"].write_text(json.dumps(results, indent=1, default=str))
     paths["md"].write_text(markdown(results))
-    png = plot(results, directory / f"{stem}.png")
+    if sweep.is_sweep(results):
+        png = sweep.plot(results, directory / f"{stem}.png")
+    else:
+        png = plot(results, directory / f"{stem}.png")
     if png:
         paths["png"] = png
     return paths

@@ -9,9 +9,15 @@ other processes put on the machine hits all approaches alike.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -31,9 +37,11 @@ from .cluster import FederationCluster, PlainCluster, Processes
 from .measure import (
     Sampler,
     Timer,
+    _count_admissions,
     _pid,
     cpu_seconds,
     cross_border,
+    message_counts,
     remote_reads,
     worker_counters,
     worker_sites,
@@ -44,8 +52,27 @@ from .workloads import WORKLOADS, agrees, fingerprint
 
 def make_net(spec: dict):
     if spec["mode"] == "netns":
+        # the router itself runs in the parent (benchmarks.__main__); here only the
+        # namespaces' names, addresses and link counters are needed
         return Namespaces(spec["roles"], bandwidth=spec["bandwidth"])
     return Loopback()
+
+
+def connect_rtt(host: str, port: int, n: int = 15) -> float:
+    """Median TCP handshake time to ``host:port`` in ms: one round trip each."""
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        with socket.create_connection((host, port), timeout=10):
+            times.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(times)
+
+
+def set_rtt(spec: dict, rtt_ms: float) -> None:
+    """Change the delay router's RTT (the RTT sweep); only with a router."""
+    from .delay import control
+
+    control(spec["router_control"], delay_ms=rtt_ms / 2)
 
 
 def local_infos(configs: dict[str, str]) -> dict:
@@ -86,6 +113,8 @@ class Bench:
         self.workdir = Path(spec["workdir"])
         self.procs = Processes(self.workdir / "logs")
         self.runs: list[dict] = []
+        #: the RTT the delay router adds now (ms); None: no router
+        self.rtt_ms: float | None = None
 
     # -- one measured run --------------------------------------------------------------
 
@@ -96,10 +125,13 @@ class Bench:
         sched_pid = client.run_on_scheduler(_pid)
         mem_pids = {sites.get(a, a): p for a, p in pids.items()}
         mem_pids["client"] = os.getpid()
-        record: dict[str, Any] = {"workload": workload, "approach": approach}
+        record: dict[str, Any] = {"workload": workload, "approach": approach,
+                                  "rtt_ms": self.rtt_ms, "load_1min": os.getloadavg()[0]}
         before = worker_counters(client)
+        messages0 = message_counts(client)
         links0 = self.net.link_counters()
         cpu0 = cpu_seconds(sched_pid)
+        wcpu0 = {a: cpu_seconds(p) for a, p in pids.items()}
         traffic = fed.traffic() if fed is not None else contextlib.nullcontext()
         extra: dict = {}
         try:
@@ -113,6 +145,8 @@ class Bench:
             self.runs.append(record)
             return record
         cpu1 = cpu_seconds(sched_pid)
+        wcpu = sum(cpu_seconds(p) - wcpu0[a] for a, p in pids.items())
+        messages1 = message_counts(client)
         links1 = self.net.link_counters()
         after = worker_counters(client)
         crossing = cross_border(before, after, sites)
@@ -134,11 +168,17 @@ class Bench:
             read_tasks=read_tasks,
             scheduler_cpu_s=cpu1 - cpu0,
             scheduler_cpu_per_task_us=(cpu1 - cpu0) / max(len(stream), 1) * 1e6,
+            # CPU the site workers spent (tasks, comms, our worker plugins): under
+            # contention every extra CPU second there waits for a core
+            workers_cpu_s=wcpu,
             peak_rss={k: v for k, v in mem.peak.items() if k != "client"},
             peak_worker_rss=max((v for k, v in mem.peak.items() if k != "client"), default=0),
             client_peak_rss=mem.peak.get("client", 0),
             result_nbytes=ap.data_nbytes(result),
             fingerprint=fingerprint(result),
+            # scheduler→site batches: each is a message a site waits for (new tasks,
+            # fetch orders), so with an RTT each may cost a round trip
+            messages={k: messages1[k] - messages0[k] for k in messages0},
             **extra,
         )
         if fed is not None:
@@ -181,7 +221,16 @@ class Bench:
             fed = federation.connect(fed_cluster.address, timeout="60s", set_as_default=False)
             pclient = Client(plain.address, timeout="60s", set_as_default=False)
             try:
-                results["minimum"] = self.matrix(fed, pclient)
+                results["admissions_counted"] = fed.client.run_on_scheduler(_count_admissions)
+                for rtt in spec.get("rtts") or [None]:
+                    if rtt is not None:
+                        set_rtt(spec, rtt)
+                        measured = connect_rtt(self.net.host("hub"), spec["hub_port"])
+                        results.setdefault("rtt_measured_ms", {})[str(rtt)] = measured
+                        self.log(f"== RTT {rtt:g} ms (TCP handshake to the hub: "
+                                 f"{measured:.1f} ms) ==")
+                    self.rtt_ms = rtt
+                    results["minimum"] = self.matrix(fed, pclient)
             finally:
                 fed.close()
                 pclient.close()
@@ -250,13 +299,56 @@ class Bench:
                     self.measure(name, approach, pclient,
                                  lambda extra, w=w: ap.run_lazy(w, pclient, open_plain),
                                  opened=opened_plain)
+                elif approach == "site-local":
+                    self.site_local(w, opened_fed)
             # same answer from every approach?
-            runs = [r for r in self.runs if r["workload"] == name and "fingerprint" in r]
+            runs = [r for r in self.runs if r["workload"] == name and "fingerprint" in r
+                    and r.get("rtt_ms") == self.rtt_ms]
             if runs:
                 ref_fp = runs[0]["fingerprint"]
                 for r in runs:
                     r["agrees_with_" + runs[0]["approach"]] = agrees(ref_fp, r["fingerprint"])
         return minimum
+
+
+    def site_local(self, w, opened: dict) -> dict:
+        """The site-local bound: each input's reduction by plain Dask in its site's
+        namespace on the local file (:mod:`benchmarks.sitelocal`); sites work in
+        parallel, so the bound is the slowest site. The combination is not included
+        (it is tiny and needs the partials at one place)."""
+        record: dict[str, Any] = {"workload": w.name, "approach": "site-local",
+                                  "rtt_ms": self.rtt_ms, "load_1min": os.getloadavg()[0],
+                                  "per_site": {}}
+        for ref, var, sel in w.inputs:
+            site, name = ref.split("/")
+            cfg = load_site_config(self.spec["configs"][site])
+            chunks = {d: c[0] for d, c in opened[ref][var].chunksizes.items()}
+            job = {"path": str(cfg.datasets[name].path), "var": var, "workload": w.name,
+                   "sel": {k: [v.start, v.stop] if isinstance(v, slice) else v
+                           for k, v in sel.items()},
+                   "chunks": chunks, "nthreads": cfg.nthreads,
+                   "memory_limit": cfg.memory_limit}
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump(job, f)
+            try:
+                proc = subprocess.run(
+                    [*self.net.prefix(site), sys.executable, "-m", "benchmarks.sitelocal",
+                     f.name], capture_output=True, text=True, timeout=1800,
+                    cwd=str(Path(__file__).resolve().parent.parent))
+            finally:
+                os.unlink(f.name)
+            if proc.returncode != 0:
+                record["error"] = f"site-local at {site} failed: {proc.stderr[-2000:]}"
+                self.log(f"  {w.name:12s} site-local   FAILED: {proc.stderr[-300:]}")
+                self.runs.append(record)
+                return record
+            record["per_site"][site] = json.loads(proc.stdout.strip().splitlines()[-1])
+        record["wall_s"] = max(r["wall_s"] for r in record["per_site"].values())
+        record["cross_bytes"] = 0
+        self.runs.append(record)
+        self.log(f"  {w.name:12s} {'site-local':12s} {record['wall_s']:8.1f} s  (slowest "
+                 "site's own reduction, no hub, no network)")
+        return record
 
 
 def _print(*args) -> None:

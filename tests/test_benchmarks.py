@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.approaches import APPROACHES
-from benchmarks.workloads import WORKLOADS
+from benchmarks.workloads import WORKLOADS, agrees
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,3 +68,60 @@ def test_benchmark_runner_in_loopback_mode_on_tiny_data(tmp_path):
     assert overhead["tasks"] > 1000
     assert all(r["scheduler_cpu_s"] > 0 for r in overhead["runs"])
     assert "overhead_pct" in overhead
+
+
+def _namespaces_or_skip() -> None:
+    from benchmarks.network import can_use_namespaces
+
+    ok, why = can_use_namespaces()
+    if not ok:
+        pytest.skip(f"the shaped network needs namespaces: {why}")
+    if not Path("/dev/net/tun").exists():
+        pytest.skip("the delay router needs /dev/net/tun")
+
+
+@pytest.mark.timeout(420)
+def test_rtt_sweep_quick_through_the_delay_router(tmp_path):
+    """``--rtt``: the matrix at two RTTs through the delay router, with the site-local
+    bound, message counts and the measured RTT per setting; run it only under
+    ``flock /tmp/netns.lock`` (fixed namespace names)."""
+    _namespaces_or_skip()
+    results_dir = tmp_path / "results"
+    cmd = [
+        sys.executable, "-m", "benchmarks", "run", "--quick", "--rtt", "0", "30",
+        "--size", "4MiB", "--chunk-days", "5", "--memory-limit", "1GiB",
+        "--workloads", "climatology", "correlation", "--overhead-tasks", "0",
+        "--data-dir", str(tmp_path / "data"), "--results-dir", str(results_dir),
+        "--name", "sweep",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=410)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((results_dir / "sweep.json").read_text())
+    assert "## RTT sweep" in (results_dir / "sweep.md").read_text()
+    assert "delay router" in results["meta"]["network"]["note"]
+
+    # the router's RTT is near the setting (a TCP handshake to the hub per setting)
+    measured = results["rtt_measured_ms"]
+    assert measured["0.0"] < 5, measured
+    assert 25 < measured["30.0"] < 40, measured
+
+    approaches = {*APPROACHES, "site-local"}
+    runs = {(r["workload"], r["rtt_ms"], r["approach"]): r for r in results["runs"]}
+    assert set(runs) == {(w, rtt, a) for w in ("climatology", "correlation")
+                         for rtt in (0.0, 30.0) for a in approaches}
+    for key, r in runs.items():
+        assert "error" not in r, (key, r.get("traceback", r["error"]))
+        assert r["wall_s"] > 0 and r["load_1min"] >= 0, key
+        if key[2] != "site-local":
+            assert all(v for k, v in r.items() if k.startswith("agrees_with_")), key
+            assert r["messages"]["to_sites_batches"] > 0, key
+    # the site-local bound computed the same reduction at the site, without a hub
+    local = runs[("climatology", 30.0, "site-local")]
+    fed = runs[("climatology", 30.0, "federation")]
+    assert agrees(local["per_site"]["awi"]["fingerprint"], fed["fingerprint"])
+    assert set(runs[("correlation", 0.0, "site-local")]["per_site"]) == {"awi", "geomar"}
+    # the federation's reads went through the site queue, and it was counted
+    assert results["admissions_counted"] and fed["messages"]["admitted_reads"] > 0
+    sweep = {(r["workload"], r["rtt_ms"]): r for r in results["sweep"]}
+    assert set(sweep) == {(w, rtt) for w in ("climatology", "correlation") for rtt in (0.0, 30.0)}
+    assert all(r["fed_over_pinned"] > 0 and r["fed_over_site_local"] > 0 for r in sweep.values())

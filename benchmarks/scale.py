@@ -1,0 +1,136 @@
+"""Many sites at one hub, on loopback.
+
+    python -m benchmarks.scale [--sites 50] [--datasets 10000] [--idle 30] [--quick] [--out FILE]
+
+Starts a hub and ``--sites`` sites (one worker with one thread each; ``--datasets``
+datasets in all, spread over the sites, every one a small zarr store shared on disk)
+and measures
+
+* **registration**: seconds from starting all sites at once until every site serves and
+  ``fed.sites()`` lists them all (and the slowest site's own start-up, from its log);
+* **hub CPU when idle**: the hub's CPU seconds per second over ``--idle`` seconds with
+  every site registered and nothing computing (heartbeats, membership and catalog
+  polls, dashboard sampling);
+* **catalog latency**: ``fed.catalog()`` (median and max of 5; the first call separately);
+* **dashboard page load**: the hub's ``/federation`` page and Dask's ``/status`` over
+  HTTP (median of 3, bytes);
+* **a computation touching every site**: the mean of one variable per site.
+
+CPU and wall times depend on what else runs: the load average is recorded with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from federation.demo import write_dataset
+from federation.local import LocalFederation, write_site_config
+
+
+def _timed(fn, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=120) as r:
+        return len(r.read())
+
+
+def run(sites: int, datasets: int, idle: float, workdir: Path, log=print) -> dict:
+    store = write_dataset("sst", workdir / "tiny.zarr", "1MiB", chunk_days=30)
+    per_site = [datasets // sites + (i < datasets % sites) for i in range(sites)]
+    configs = []
+    for i, n in enumerate(per_site):
+        site = f"s{i:03d}"
+        (workdir / site).mkdir()
+        configs.append(write_site_config(
+            workdir / f"{site}.yaml", site=site, workers=1, nthreads=1, memory_limit="512MiB",
+            local_directory=str(workdir / site),
+            datasets={f"d{j:04d}": {"path": str(store)} for j in range(n)},
+        ))
+    out: dict = {"sites": sites, "datasets": sum(per_site), "load_1min_before":
+                 os.getloadavg()[0]}
+    with LocalFederation(workdir / "logs") as lf:
+        hub = psutil.Process(lf.processes["hub"].pid)
+        started = time.perf_counter()
+        procs = {cfg.stem: lf.start_site(cfg, wait=False) for cfg in configs}
+        for name, proc in procs.items():
+            lf.wait_for_site(name, proc, timeout=1800)
+        fed = lf.connect(timeout="120s")
+        try:
+            while len(fed.sites()) < sites:
+                time.sleep(0.5)
+            out["registration_s"] = time.perf_counter() - started
+            out["load_1min_registered"] = os.getloadavg()[0]
+            log(f"{sites} sites registered in {out['registration_s']:.1f} s")
+
+            cpu0, t0 = hub.cpu_times(), time.perf_counter()
+            time.sleep(idle)
+            cpu1, t1 = hub.cpu_times(), time.perf_counter()
+            out["hub_idle_cpu_fraction"] = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) \
+                / (t1 - t0)
+            out["hub_rss_bytes"] = hub.memory_info().rss
+            out["idle_s"] = t1 - t0
+            log(f"hub idle: {100 * out['hub_idle_cpu_fraction']:.1f} % of a core")
+
+            first = _timed(fed.catalog, 1)[0]
+            times = _timed(fed.catalog, 5)
+            rows = len(fed.catalog())
+            out["catalog"] = {"rows": rows, "first_s": first,
+                              "median_s": statistics.median(times), "max_s": max(times)}
+            log(f"fed.catalog(): {rows} rows, median {out['catalog']['median_s']:.3f} s")
+
+            pages = {}
+            for name, url in (("federation", lf.page_url), ("status", lf.dashboard_url)):
+                size = _get(url)  # warm: bokeh builds the document on first load
+                walls = _timed(lambda url=url: _get(url), 3)
+                pages[name] = {"bytes": size, "median_s": statistics.median(walls)}
+            out["dashboard"] = pages
+            log("pages: " + ", ".join(f"{k} {v['median_s']:.2f} s" for k, v in pages.items()))
+
+            parts = [fed.open_dataset(f"{cfg.stem}/d0000")["sst"].mean() for cfg in configs]
+            started = time.perf_counter()
+            fed.client.compute(parts, sync=True)
+            out["compute_every_site_s"] = time.perf_counter() - started
+        finally:
+            fed.close()
+    out["load_1min_after"] = os.getloadavg()[0]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale")
+    p.add_argument("--sites", type=int, default=50)
+    p.add_argument("--datasets", type=int, default=10_000, help="in all, spread over sites")
+    p.add_argument("--idle", type=float, default=30, help="seconds of idle hub CPU sampling")
+    p.add_argument("--quick", action="store_true", help="4 sites, 40 datasets, 5 s idle")
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.sites, a.datasets, a.idle = 4, 40, 5
+    with tempfile.TemporaryDirectory(prefix="fedscale-") as tmp:
+        report = {"date": datetime.date.today().isoformat(), "cpus": os.cpu_count(),
+                  **run(a.sites, a.datasets, a.idle, Path(tmp))}
+    text = json.dumps(report, indent=1)
+    if a.out:
+        Path(a.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
