@@ -277,6 +277,7 @@ class Site:
     watcher: Watcher | None = None
     _watch: asyncio.Task | None = None
     _standing: asyncio.Task | None = None
+    _standing_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     connectivity: str = "direct"
     #: the secret the hub gave at registration; the workers check its capabilities
     capability_key: str | None = None
@@ -385,12 +386,13 @@ class Site:
         give_up = None if deadline is None else loop.time() + deadline
         delay = 1.0
         while True:
+            sent = list(self.catalog)
             try:
                 async with self._hub() as hub:
                     reply = await hub.federation_register_site(
                         site=self.cfg.site,
                         session=self.session,
-                        datasets=[d.to_wire() for d in self.catalog],
+                        datasets=[d.to_wire() for d in sent],
                         methods=[m.to_wire() for m in self.methods],
                         results=await asyncio.to_thread(scan_results, self.cfg),
                         accepts_results=self.cfg.results_dir is not None,
@@ -405,6 +407,9 @@ class Site:
                         "dask-federation than this site; upgrade the hub"
                     )
                 self.capability_key = reply["capability_key"]
+                if self.catalog != sent:
+                    # a dataset changed while the call waited for the hub: send it too
+                    continue
                 return
             except PermissionError:
                 raise  # the hub refused (e.g. a certificate for another site): not transient
@@ -447,6 +452,10 @@ class Site:
         ]
         if not names:
             return
+        async with self._standing_lock:  # the watcher and a reconnect may both call
+            await self._update_standing_now(names)
+
+    async def _update_standing_now(self, names: list[str]) -> None:
         try:  # a client per batch: one kept open would outlive a hub restart half-broken
             client = await Client(
                 self.hub, security=self.security, asynchronous=True, timeout=30,
