@@ -278,6 +278,7 @@ class Site:
     watcher: Watcher | None = None
     _watch: asyncio.Task | None = None
     _standing: asyncio.Task | None = None
+    _standing_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     connectivity: str = "direct"
     #: the secret the hub gave at registration; the workers check its capabilities
     capability_key: str | None = None
@@ -405,13 +406,14 @@ class Site:
         while True:
             # each try's connect gives up with the deadline (distributed's default is 30 s)
             left = None if give_up is None else max(give_up - loop.time(), 1.0)
+            sent = list(self.catalog)
             try:
                 async with self._hub(timeout=left) as hub:
                     reply = await protocol.call(
                         hub, protocol.REGISTER_SITE,
                         site=self.cfg.site,
                         session=self.session,
-                        datasets=[d.to_wire() for d in self.catalog],
+                        datasets=[d.to_wire() for d in sent],
                         methods=[m.to_wire() for m in self.methods],
                         results=await asyncio.to_thread(scan_results, self.cfg),
                         accepts_results=self.cfg.results_dir is not None,
@@ -426,6 +428,9 @@ class Site:
                         "dask-federation than this site; upgrade the hub"
                     )
                 self.capability_key = reply["capability_key"]
+                if self.catalog != sent:
+                    # a dataset changed while the call waited for the hub: send it too
+                    continue
                 return
             except PermissionError:
                 raise  # the hub refused (e.g. a certificate for another site): not transient
@@ -469,6 +474,10 @@ class Site:
         ]
         if not names:
             return
+        async with self._standing_lock:  # the watcher and a reconnect may both call
+            await self._update_standing_now(names)
+
+    async def _update_standing_now(self, names: list[str]) -> None:
         try:  # a client per batch: one kept open would outlive a hub restart half-broken
             client = await Client(
                 self.hub, security=self.security, asynchronous=True, timeout=30,

@@ -26,6 +26,7 @@ hub keeps: ``fed.standing_list()`` and the federation page show it.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import shutil
 import time
@@ -169,25 +170,28 @@ def standing_task(ref: str, action: str, entry: dict[str, Any] | None = None) ->
             f"result {ref!r} was published by {provenance.get('published_by')!r}; only they "
             f"or site {site!r} may change its standing computation"
         )
-    if action == "register":
-        assert entry is not None
-        current = entry
-    else:
-        current = load(results_dir, name)
-        if current is None:
-            raise StandingError(f"{ref!r} is not a standing computation")
-    if action == "cancel":
-        current["state"] = CANCELLED
-    elif action == "update" and current["state"] == ACTIVE:
-        try:
-            _update(current, path, worker_federation)
-        except Exception as e:  # kept in the registry and shown; the next change retries
-            current.update(error=f"{type(e).__name__}: {e}", updated=time.time())
-            save(results_dir, name, current)
-            raise
-    save(results_dir, name, current)
-    provenance["standing"] = summary(current)
-    provenance_file.write_text(json.dumps(provenance, indent=2))
+    # one change at a time: two updates appending the same steps would corrupt the result
+    with open(registry_path(results_dir, name).with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if action == "register":
+            assert entry is not None
+            current = entry
+        else:
+            current = load(results_dir, name)
+            if current is None:
+                raise StandingError(f"{ref!r} is not a standing computation")
+        if action == "cancel":
+            current["state"] = CANCELLED
+        elif action == "update" and current["state"] == ACTIVE:
+            try:
+                _update(current, path, worker_federation)
+            except Exception as e:  # kept in the registry and shown; the next change retries
+                current.update(error=f"{type(e).__name__}: {e}", updated=time.time())
+                save(results_dir, name, current)
+                raise
+        save(results_dir, name, current)
+        provenance["standing"] = summary(current)
+        provenance_file.write_text(json.dumps(provenance, indent=2))
     sync(
         worker.loop, worker.scheduler.federation_add_result,
         site=site, session=read._session, result=describe_result(site, path),

@@ -12,14 +12,53 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Awaitable, Callable
 
 from .catalog import DatasetInfo
 from .config import SiteConfig
 from .sources import Source, identity, source_for
-from .versions import VersionLog, digest
+from .versions import SETTLE_SECONDS, VersionLog, digest
 
 logger = logging.getLogger("federation.site")
+
+
+#: a zarr store counts as written when none of its files changed for this long
+QUIET_SECONDS = 0.5
+
+
+def _all_files(path: str) -> list[tuple[str, int, int]]:
+    out = []
+    for root, _, names in os.walk(path):
+        for n in names:
+            try:
+                st = os.stat(os.path.join(root, n))
+            except FileNotFoundError:  # replaced while we walk: the next walk differs
+                continue
+            out.append((os.path.join(root, n), st.st_size, st.st_mtime_ns))
+    return sorted(out)
+
+
+def wait_until_quiet(source: Source) -> None:
+    """Wait until a zarr store's files (chunks too) stop changing, up to
+    :data:`~federation.versions.SETTLE_SECONDS`.
+
+    zarr (and xarray's ``to_zarr(append_dim=...)``) first resizes the arrays' metadata
+    and then writes the new chunks: described in between, the new steps would read as
+    fill values. A full walk costs one ``stat`` per chunk file, paid only when the
+    metadata changed.
+    """
+    if source.kind != "store" or not os.path.isdir(source.path) or source.engine == "icechunk":
+        return  # Icechunk commits atomically; files are checked around every read
+    deadline = time.monotonic() + SETTLE_SECONDS
+    before = _all_files(source.path)
+    while time.monotonic() < deadline:
+        time.sleep(QUIET_SECONDS)
+        now = _all_files(source.path)
+        if now == before:
+            return
+        before = now
 
 
 class Watcher:
@@ -76,6 +115,7 @@ class Watcher:
                 continue
             old = self.catalog[name]
             try:
+                wait_until_quiet(source)
                 info = self.describe(name, source, self.log)
             except Exception as e:  # a provider mid-write: the next check sees it done
                 logger.info("Dataset %s/%s changed but cannot be described yet (%s: %s); "
