@@ -21,7 +21,7 @@ from dask.utils import parse_timedelta
 from distributed import SchedulerPlugin
 
 from federation.capability import ANNOTATION, sign
-from federation.graph import bindings, site_of_ref
+from federation.graph import site_of_ref
 
 from .grants import principal
 from .policy import PolicyPlugin
@@ -55,7 +55,7 @@ class CapabilityPlugin(SchedulerPlugin):
         return replicas
 
     def update_graph(
-        self, scheduler: Scheduler, *, client: str, tasks: list,
+        self, scheduler: Scheduler, *, client: str, tasks: list, stimulus_id: str,
         annotations: dict[str, dict] | None = None, **kwargs: Any,
     ) -> None:
         for key in (annotations or {}).get(ANNOTATION, ()):  # only the hub signs
@@ -66,17 +66,13 @@ class CapabilityPlugin(SchedulerPlugin):
         expires = float(int(time.time() + self.ttl))
         replicas: dict[str, set[str]] | None = None
         secrets = self.state.site_secrets
-        for key in tasks:
+        for key, bound in self.state.scan.bound(scheduler, tasks, stimulus_id).items():
             ts = scheduler.tasks.get(key)
-            if (ts is None or ts.state != "released" or ts.run_spec is None
-                    or key in self.refusals.pending):
-                continue
-            bound = set(bindings(ts.run_spec))
-            if not bound:
+            if ts is None or key in self.refusals.pending:
                 continue
             egress = self.policy.egress_of(key)
             caps = []
-            for kind, ref in sorted(bound):
+            for kind, ref in bound:
                 sites = {site_of_ref(ref)}
                 if kind == "dataset":
                     if replicas is None:

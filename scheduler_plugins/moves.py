@@ -29,7 +29,7 @@ from distributed import SchedulerPlugin
 from distributed.protocol import pickle
 
 from federation.errors import FederationError, RawDataMoveWarning
-from federation.graph import bindings, site_of_ref
+from federation.graph import site_of_ref
 
 from .state import FederationState
 
@@ -86,9 +86,11 @@ class MovesPlugin(SchedulerPlugin):
         return float(dask.config.get("federation.raw-move-warning") or 0)
 
     def update_graph(
-        self, scheduler: Scheduler, *, client: str, tasks: list, **kwargs: Any
+        self, scheduler: Scheduler, *, client: str, tasks: list, stimulus_id: str,
+        **kwargs: Any,
     ) -> None:
         comp = Computation(client)
+        bound = self.state.scan.bound(scheduler, tasks, stimulus_id)
         self.recent.append(comp)
         for key in tasks:
             ts = scheduler.tasks.get(key)
@@ -97,7 +99,7 @@ class MovesPlugin(SchedulerPlugin):
             self.of_key[key] = comp
             comp.keys += 1
             comp.live += 1
-            for kind, ref in bindings(ts.run_spec) if ts.run_spec is not None else ():
+            for kind, ref in bound.get(key, ()):
                 if kind == "dataset":
                     comp.reads[site_of_ref(ref)].add(ref)
 

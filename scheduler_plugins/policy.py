@@ -29,7 +29,7 @@ from distributed import SchedulerPlugin
 
 from federation.capability import egress_class
 from federation.errors import PolicyError
-from federation.graph import bindings, site_of_ref
+from federation.graph import site_of_ref
 from federation.labels import site_label
 from federation.methods import run_method
 from federation.results import write_result
@@ -109,7 +109,8 @@ class PolicyPlugin(SchedulerPlugin):
     # -- when the graph arrives -----------------------------------------------------------
 
     def update_graph(
-        self, scheduler: Scheduler, *, client: str, tasks: list, **kwargs: Any
+        self, scheduler: Scheduler, *, client: str, tasks: list, stimulus_id: str,
+        **kwargs: Any,
     ) -> None:
         """Follow lineage through the new tasks; bind ``none``-derived tasks to their site.
 
@@ -130,8 +131,9 @@ class PolicyPlugin(SchedulerPlugin):
             (ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"),
             key=lambda ts: ts.priority,  # dask's order: inputs before their users
         )
+        scanned = self.state.scan.bound(scheduler, tasks, stimulus_id)
         for ts in new:
-            bound = list(bindings(ts.run_spec)) if ts.run_spec is not None else []
+            bound = scanned.get(ts.key, ())
             lineage = {ref for kind, ref in bound if kind == "dataset" and ref in restricted}
             for dts in ts.dependencies:
                 lineage |= self.lineage.get(dts.key, frozenset())

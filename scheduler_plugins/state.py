@@ -29,6 +29,7 @@ from federation.labels import DATASET_PREFIX, site_of
 from federation.methods import MethodInfo
 
 from .grants import Grants
+from .graphscan import GraphScan
 from .relay import RelayServer
 
 if TYPE_CHECKING:
@@ -103,6 +104,10 @@ class FederationState:
         #: catalog is rebuilt on change, not per request
         self.catalog_version = 0
         self._catalog_cache: tuple[Any, dict[str, DatasetInfo], list] | None = None
+        #: task key -> the user who submitted it (kept by the fair-share plugin)
+        self.task_owner: dict[Any, str] = {}
+        #: the new graph's site-bound calls, walked once for all plugins
+        self.scan = GraphScan()
 
     # -- sites ---------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 from distributed import SchedulerPlugin
 from distributed.comm.addressing import normalize_address
 
-from federation.graph import bindings
 from federation.security import identity
 
 from .grants import principal
@@ -82,7 +81,8 @@ class TrustPlugin(SchedulerPlugin):
         who = principal(self.state.client_identity.get(client))
         new = [ts for key in tasks if (ts := scheduler.tasks.get(key)) and ts.state == "released"]
         missing = sorted(
-            {ref for ts in new for _, ref in bindings(ts.run_spec)
+            {ref for calls in self.state.scan.bound(scheduler, tasks, stimulus_id).values()
+             for _, ref in calls
              if not self.grants.allows(who, ref)}
         )
         if not missing:
