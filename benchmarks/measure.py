@@ -155,13 +155,14 @@ def _worker_messages(dask_worker) -> dict[str, int]:
 def _count_admissions(dask_scheduler) -> bool:
     """Count the site queue's admission rounds that released at least one parked read.
 
-    Measurement only: wraps the queue plugin's ``_admit`` (found by its ``parked``
-    dict, wherever the plugin lives) on this scheduler. Each such round follows a
-    worker's report of a finished task, i.e. costs one scheduler↔site round trip.
+    Measurement only: wraps the site queue's ``admit`` (the routing plugin's
+    ``queue``, found by its ``parked`` dict) on this scheduler. Each such round follows
+    a worker's report of a finished task, i.e. costs one scheduler↔site round trip.
     Returns False if no site queue is found (plain scheduler, or its internals moved).
     """
-    for plugin in dask_scheduler.plugins.values():
-        admit, parked = getattr(plugin, "_admit", None), getattr(plugin, "parked", None)
+    for owner in dask_scheduler.plugins.values():
+        plugin = getattr(owner, "queue", None)
+        admit, parked = getattr(plugin, "admit", None), getattr(plugin, "parked", None)
         if admit is None or not isinstance(parked, dict) or hasattr(admit, "_bench"):
             continue
         counts = dask_scheduler._bench_admissions = [0, 0]
@@ -174,7 +175,7 @@ def _count_admissions(dask_scheduler) -> bool:
                 counts[1] += before - len(parked)
 
         counted._bench = True
-        plugin._admit = counted
+        plugin.admit = counted
         return True
     return False
 

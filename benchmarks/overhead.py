@@ -160,8 +160,8 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
     return out
 
 
-HOOKS = ("update_graph", "transition", "add_worker", "remove_worker", "_admit",
-         "_schedule_admit", "start", "collect", "traffic", "register_site", "heartbeat")
+HOOKS = ("update_graph", "transition", "add_worker", "remove_worker", "admit",
+         "schedule", "start", "collect", "traffic", "register_site", "heartbeat")
 
 
 def analyse_profile(path: Path, top: int = 12) -> dict:

@@ -6,7 +6,11 @@ reaches the worker (through the relay, or inside an institute) could use it to m
 worker connect to an arbitrary ``host:port`` behind the institute's firewall. With
 :class:`PeersPlugin` (on every site worker unless ``federation.peers-only`` is false)
 a ``gather`` naming an address that is not a federation worker is refused before any
-connection is made.
+connection is made. So is a fetch the scheduler orders (the ``who_has`` of a
+``compute-task`` or ``acquire-replicas``, which the worker's state machine turns into
+``gather_dep``): if the hub, or anyone speaking as it, names a stranger as a holder of an
+input, the input fails with the refusal (so the task that needs it does) instead of the
+worker dialling out.
 
 The member list comes from the hub (``federation_members``, see
 :mod:`scheduler_plugins.members`), refreshed every ``federation.revocation.interval``
@@ -17,14 +21,17 @@ worker refuses and disconnects (:mod:`federation.revocation`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Collection
 from typing import Any
 
 import dask
 from dask.utils import parse_timedelta
 from distributed import WorkerPlugin
 from distributed.core import error_message
+from distributed.worker_state_machine import GatherDepFailureEvent, StateMachineEvent
 from tornado.ioloop import PeriodicCallback
 
 from .protocol import MEMBERS, call
@@ -37,7 +44,8 @@ REFRESH_MIN_INTERVAL = 1.0
 
 
 class PeersPlugin(WorkerPlugin):
-    """Checks ``gather`` targets against the hub's worker list; refuses revoked peers."""
+    """Checks ``gather`` targets and the peers the worker fetches inputs from against the
+    hub's worker list; refuses revoked peers."""
 
     name = "federation-peers"
 
@@ -46,6 +54,7 @@ class PeersPlugin(WorkerPlugin):
         self.members: frozenset[str] = frozenset()
         self.revoked: frozenset[int] = frozenset()
         self._asked = 0.0
+        self._refreshing: asyncio.Future | None = None
         self.worker = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -67,14 +76,42 @@ class PeersPlugin(WorkerPlugin):
                 return await original(who_has=who_has)
 
             worker.handlers["gather"] = gather
+            fetch = worker.gather_dep
+
+            async def gather_dep(
+                peer: str, to_gather: Collection, total_nbytes: int, *, stimulus_id: str
+            ) -> StateMachineEvent:
+                refusal = await self.check({peer})
+                if refusal is not None:
+                    return GatherDepFailureEvent.from_exception(
+                        refusal, worker=peer, total_nbytes=total_nbytes,
+                        stimulus_id=f"federation-peers-refused-{time.time()}",
+                    )
+                return await fetch(peer, to_gather, total_nbytes, stimulus_id=stimulus_id)
+
+            # the state machine's fetches run through this attribute (BaseWorker)
+            worker.gather_dep = gather_dep
         interval = parse_timedelta(dask.config.get("federation.revocation.interval"))
         poll = PeriodicCallback(self.refresh, interval * 1000)
         worker.periodic_callbacks["federation-peers"] = poll
         poll.start()
 
     async def refresh(self) -> None:
-        """Ask the hub for its workers and revoked certificates; keep the last on failure."""
-        self._asked = time.monotonic()
+        """Ask the hub for its workers and revoked certificates; keep the last on failure.
+
+        Concurrent callers share one request (a check waits for the answer an earlier
+        check already asked for, instead of refusing on the old list)."""
+        if self._refreshing is None:
+            self._asked = time.monotonic()
+            self._refreshing = asyncio.ensure_future(self._ask())
+        refreshing = self._refreshing
+        try:
+            await asyncio.shield(refreshing)
+        finally:
+            if self._refreshing is refreshing and refreshing.done():
+                self._refreshing = None
+
+    async def _ask(self) -> None:
         try:
             reply = await call(self.worker.scheduler, MEMBERS)
         except Exception as e:  # the hub may be restarting: keep what we know
@@ -89,7 +126,8 @@ class PeersPlugin(WorkerPlugin):
     async def check(self, targets: set[str]) -> PermissionError | None:
         """``None`` if every target is a federation worker, else the refusal."""
         strangers = targets - self.members - {self.worker.address}
-        if strangers and time.monotonic() - self._asked > REFRESH_MIN_INTERVAL:
+        if strangers and (self._refreshing is not None
+                          or time.monotonic() - self._asked > REFRESH_MIN_INTERVAL):
             await self.refresh()
             strangers = targets - self.members - {self.worker.address}
         if not strangers:
@@ -98,5 +136,5 @@ class PeersPlugin(WorkerPlugin):
             f"a worker of site {self.site!r} fetches data only from workers of the federation; "
             f"{', '.join(sorted(strangers))} is not one (federation.peers-only)"
         )
-        logger.warning("Refused gather: %s", refusal)
+        logger.warning("Refused a fetch: %s", refusal)
         return refusal

@@ -6,10 +6,11 @@ of one user holds back a small job another user submits after it until the big g
 ready tasks are gone. This plugin replaces the *generation* of each new task with a tag of
 start-time fair queuing: a user's graph is tagged from ``max(V, F_user)`` upwards, one
 step per task (``1 / weight``) in dask.order's order, where ``V`` is the largest tag of a
-task that has started and ``F_user`` where that user's previous graphs end. So a small job
+task that has finished (not of one sent to a worker: restricted tasks are all sent at
+once and wait there) and ``F_user`` where that user's previous graphs end. So a small job
 arriving while a big graph runs gets tags next to the big graph's *current* tasks and the
 two interleave one for one: it waits for about as many of the big graph's tasks as it has
-itself (plus what workers already hold), instead of for the whole graph. Workers, the
+itself, instead of for the whole graph. Workers, the
 scheduler's queue and the site queue all run tasks in priority order, so the interleaving
 holds everywhere; explicit priorities (``dask.annotate(priority=...)``,
 ``compute(priority=...)``) still come first.
@@ -66,12 +67,13 @@ class FairSharePlugin(FederationPlugin):
     def __init__(self, state: FederationState) -> None:
         self.state = state
         self.refusals = state.refusals
-        #: virtual time: the largest tag of a task that started processing
+        #: virtual time: the largest tag of a task that finished
         self.now = 0.0
         #: user -> tag where that user's submitted graphs end
         self.finish: dict[str, float] = {}
-        #: task key -> the user who submitted it; user -> that user's unfinished tasks
-        self.owner: dict[Any, str] = {}
+        #: task key -> the user who submitted it (shared: the site queue admits per user);
+        #: user -> that user's unfinished tasks
+        self.owner: dict[Any, str] = state.task_owner
         self.unfinished: Counter[str] = Counter()
         self.rpc = Buckets(lambda: float(setting("rpc-per-second")),
                            lambda: float(setting("rpc-burst")))
@@ -138,7 +140,10 @@ class FairSharePlugin(FederationPlugin):
             self.unfinished[user] += 1 if start in DONE else -1
         if finish == "forgotten" and user is not None:
             del self.owner[key]
-        if finish == "processing":
+        if start == "processing" and finish == "memory":
+            # finished, not sent: restricted tasks are all sent to their workers at once,
+            # which then run them in priority order; the tag of what just finished is
+            # where service is
             ts = self.state.scheduler.tasks.get(key)
             if ts is not None and ts.priority and len(ts.priority) > 1:
                 tag = ts.priority[1]

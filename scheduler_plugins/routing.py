@@ -11,12 +11,8 @@ the scheduler's own placement, work stealing and retries respect them:
    most of its input bytes (``site:<site>``), measured from the real ``nbytes`` of its
    inputs; so per-chunk and per-site reductions stay at the site and only reduced
    results cross borders.
-3. **The site queue.** Restricted tasks bypass the scheduler's root-task queuing, so
-   a big read would be sent to a site's workers all at once and flood their memory.
-   Reads are therefore parked (in ``no-worker``, restricted to a label no worker has)
-   and admitted per site, in batches, up to ``saturation`` tasks per thread of the
-   site and while the site's memory allows, like distributed's own
-   ``worker-saturation`` queuing but per site.
+3. **The site queue.** Reads are parked and admitted into their site in slots, fairly
+   between users (:mod:`.sitequeue`).
 
 Nothing is ever unrestricted once bound, so a site with no live workers makes its
 tasks wait instead of sending them elsewhere.
@@ -27,15 +23,10 @@ tasks through :class:`RoutingPlugin`'s methods, and ask it which label a task wa
 
 from __future__ import annotations
 
-import heapq
-import math
 from collections import defaultdict
-from time import time
 from typing import TYPE_CHECKING, Any
 
 import dask
-from distributed.core import Status
-from tornado.ioloop import PeriodicCallback
 
 from federation.protocol import (
     SITE_PREFIX,
@@ -48,13 +39,13 @@ from federation.protocol import (
 
 from .plugin import FederationPlugin
 from .scan import ScanPlugin
+from .sitequeue import HOLD, SiteQueue
 from .state import FederationState
 
 if TYPE_CHECKING:
-    from distributed.scheduler import Scheduler, TaskState, WorkerState
+    from distributed.scheduler import Scheduler, TaskState
 
-#: A resource no worker advertises: parks a read in ``no-worker`` until admitted.
-HOLD = "federation:held"
+__all__ = ["HOLD", "RoutingPlugin"]
 
 
 class RoutingPlugin(FederationPlugin):
@@ -102,29 +93,15 @@ class RoutingPlugin(FederationPlugin):
         self.site_queue = bool(site_queue)
         #: keys of site-bound tasks (reads, method calls, result writes): never re-placed
         self.pinned: set[Any] = set()
+        self.queue = SiteQueue(state, self.saturation, self.memory_fraction)
         #: key -> the label a parked read needs, until admitted or forgotten
-        self.parked: dict[Any, str] = {}
-        #: label -> heap of (priority, key) of parked reads waiting in ``no-worker``; a
-        #: dataset's label may be served by several sites (replicas)
-        self.queues: dict[str, list] = defaultdict(list)
-        self._admit_scheduled = False
-        #: label -> workers advertising it; built on demand, dropped whenever workers
-        #: come or go (and on every poll, in case a worker's resources changed)
-        self._label_workers: dict[str, list[WorkerState]] = {}
+        self.parked: dict[Any, str] = self.queue.parked
         self.scheduler: Scheduler | None = None
 
     async def start(self, scheduler: Scheduler) -> None:
-        """Keep a reference and poll the site queues.
-
-        Admission is driven by transitions and new workers, but a worker only becomes
-        usable when its status turns ``running``, which plugins are not told about;
-        the poll catches that and any other missed wake-up.
-        """
+        """Keep a reference; start the site queue."""
         self.scheduler = scheduler
-        poll = PeriodicCallback(self._poll, 200)
-        scheduler.periodic_callbacks["federation-site-queue"] = poll
-        if scheduler.status == Status.running:
-            poll.start()
+        self.queue.start(scheduler)
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -169,7 +146,7 @@ class RoutingPlugin(FederationPlugin):
         if kind == "dataset" and result_name(ref) is None:
             label = dataset_label(ref)  # replicas of a dataset may live elsewhere
         if kind == "dataset" and self.site_queue:
-            self.parked[ts.key] = label
+            self.queue.park(ts.key, label)
             ts.resource_restrictions = {HOLD: 1}
         else:
             ts.resource_restrictions = {label: 1}
@@ -218,16 +195,14 @@ class RoutingPlugin(FederationPlugin):
         """
         if finish == "memory":
             self._landed(key, start, kwargs.get("worker"))
-        elif finish == "no-worker" and (label := self.parked.get(key)) is not None:
-            heapq.heappush(self.queues[label], (self.scheduler.tasks[key].priority, key))
-            self._schedule_admit()
+        elif finish == "no-worker" and self.queue.parked_in_no_worker(key):
             return
         elif finish == "forgotten":
-            self.parked.pop(key, None)
+            self.queue.forget(key)
             self.pinned.discard(key)
         if start == "processing" or start == "memory":
             # a thread slot or memory freed up somewhere: refill the site queues
-            self._schedule_admit()
+            self.queue.schedule()
 
     def _landed(self, key: Any, start: str, worker: str | None) -> None:
         """Count a finished task for its site; bind its dependents that became ready."""
@@ -242,11 +217,10 @@ class RoutingPlugin(FederationPlugin):
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         """A new worker may open slots at its site."""
-        self._forget_workers()
-        self._schedule_admit()
+        self.queue.wake()
 
     def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
-        self._forget_workers()
+        self.queue.wake()
 
     # -- placement -----------------------------------------------------------------------
 
@@ -305,63 +279,3 @@ class RoutingPlugin(FederationPlugin):
             if votes:
                 ts.resource_restrictions = {site_label(min(votes, key=lambda s: (-votes[s], s))): 1}
                 ts.loose_restrictions = False
-
-    # -- the site queue ------------------------------------------------------------------
-
-    def _poll(self) -> None:
-        self._forget_workers()
-        self._schedule_admit()
-
-    def _forget_workers(self) -> None:
-        self._label_workers.clear()
-
-    def _workers_with(self, label: str) -> list[WorkerState]:
-        workers = self._label_workers.get(label)
-        if workers is None:
-            workers = self._label_workers[label] = [
-                ws for ws in self.scheduler.workers.values() if label in ws.resources
-            ]
-        return workers
-
-    def _schedule_admit(self) -> None:
-        # Transitions may not be started from inside a transition hook; admit on the
-        # next tick of the event loop, once for any number of triggers.
-        if self._admit_scheduled or self.scheduler is None or not any(self.queues.values()):
-            return
-        self._admit_scheduled = True
-        self.scheduler.loop.add_callback(self._admit)
-
-    def _slots(self, label: str) -> int:
-        """Reads that may start now among the workers carrying ``label``."""
-        workers = [ws for ws in self._workers_with(label) if ws.status == Status.running]
-        if not workers:
-            return 0  # site down: its reads wait
-        processing = sum(len(ws.processing) - len(ws.long_running) for ws in workers)
-        slots = max(math.ceil(self.saturation * sum(ws.nthreads for ws in workers)), 1)
-        slots -= processing
-        limit = sum(ws.memory_limit or 0 for ws in workers)
-        if limit and sum(ws.memory.process for ws in workers) > self.memory_fraction * limit:
-            slots = 0
-        if processing == 0:
-            slots = max(slots, 1)  # never stall a computation
-        return slots
-
-    def _admit(self) -> None:
-        """Admit the highest-priority parked reads into every site with free slots."""
-        self._admit_scheduled = False
-        scheduler = self.scheduler
-        for label, queue in self.queues.items():
-            slots = self._slots(label) if queue else 0
-            recommendations: dict[Any, str] = {}
-            while queue and slots > 0:
-                _, key = heapq.heappop(queue)
-                ts = scheduler.tasks.get(key)
-                if ts is None or self.parked.get(key) != label or ts.state != "no-worker":
-                    continue  # released or forgotten while parked
-                del self.parked[key]
-                ts.resource_restrictions = {label: 1}
-                recommendations[key] = "processing"
-                slots -= 1
-            if recommendations:
-                # per label, so that the next label's slots see these tasks processing
-                scheduler.transitions(recommendations, stimulus_id=f"federation-admit-{time()}")

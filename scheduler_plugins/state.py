@@ -129,6 +129,8 @@ class FederationState:
                 f"{cls.__name__} is not installed on this hub (yet); a plugin that uses it "
                 "lists it in its 'requires'"
             ) from None
+        #: task key -> the user who submitted it (kept by the fair-share plugin)
+        self.task_owner: dict[Any, str] = {}
 
     # -- sites ---------------------------------------------------------------------------
 

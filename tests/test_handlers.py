@@ -270,6 +270,47 @@ def test_worker_gathers_only_from_federation_workers(hub, pki):
     server.close()
 
 
+def _acquire(dask_worker, key, holder: str) -> None:
+    """What the scheduler orders with ``acquire-replicas`` (and a ``compute-task``'s
+    ``who_has``): fetch ``key`` from ``holder`` through the worker's state machine."""
+    from distributed.worker_state_machine import AcquireReplicasEvent
+
+    dask_worker.handle_stimulus(AcquireReplicasEvent(
+        who_has={key: [holder]}, nbytes={key: 40}, stimulus_id=f"test-acquire-{holder}"))
+
+
+def _fetched(dask_worker, key) -> tuple[bool, str | None]:
+    """Whether the worker holds ``key``, and the error fetching it failed with."""
+    ts = dask_worker.state.tasks.get(key)
+    error = getattr(ts, "exception", None)
+    return key in dask_worker.data, None if error is None else str(getattr(error, "data", error))
+
+
+def test_scheduled_fetches_reach_only_federation_workers(hub, pki):
+    """Attack 3 by the scheduler's own orders: a fetch naming a stranger as the holder of
+    an input fails without a connection; fetching from another site's worker works."""
+    server, accepted = _listening()
+    stranger = f"tls://127.0.0.1:{server.getsockname()[1]}"
+    with connect(hub, pki, "hub-hub") as admin:
+        where = workers(admin)
+        forged, real = admin.client.scatter([np.arange(5), np.arange(6)],
+                                            workers=[where["awi"]], hash=False)
+        on_geomar = {"workers": [where["geomar"]]}
+        admin.client.run(_acquire, key=forged.key, holder=stranger, **on_geomar)
+        admin.client.run(_acquire, key=real.key, holder=where["awi"], **on_geomar)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = admin.client.run(_fetched, key=forged.key, **on_geomar)[where["geomar"]]
+            if state[1] is not None:
+                break
+            time.sleep(0.2)
+        assert state[0] is False and "not one (federation.peers-only)" in state[1]
+        assert admin.client.run(_fetched, key=real.key, **on_geomar)[where["geomar"]] == (
+            True, None)
+    assert accepted == []
+    server.close()
+
+
 def test_removing_a_grant_and_revoking_a_certificate_take_effect(hub, pki):
     """Revocation: no hub restart; the revoked user is disconnected and turned away."""
     ca = pki / "ca"

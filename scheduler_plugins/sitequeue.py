@@ -1,0 +1,215 @@
+"""The site queue: reads are admitted into each site in slots, fairly between users.
+
+Restricted tasks bypass distributed's root-task queuing, so a big read would be sent to a
+site's workers all at once and flood their memory. Reads are therefore parked (in
+``no-worker``, restricted to :data:`HOLD`, a resource no worker has) and admitted per
+label (a dataset's label: the sites holding it or a replica) in batches: up to
+``saturation`` tasks per thread of the label's workers and while their memory allows,
+like distributed's ``worker-saturation`` queuing but per site.
+
+**Per user.** The slots are shared by the users who have reads parked at the label or
+tasks processing on its workers (a task's user: :attr:`FederationState.task_owner`, kept
+by the fair-share plugin). Each of them may fill ``slots / users`` (at least one) with its
+own tasks even while others' tasks fill the rest, so another user's big graph — reads or
+any other tasks it runs at the site — cannot hold a user's reads back; free slots beyond
+that go to the waiting user with the fewest tasks there, one at a time. With one user this
+is exactly the plain slot count; with several the site briefly runs up to twice its slots.
+
+**When.** Admission runs on the next event-loop tick after anything that may free a slot
+(a task leaving ``processing`` or ``memory``, a worker arriving or turning ``running``,
+a read being parked), once per tick however many triggers; a slow poll
+(``federation.site-queue.poll``) catches what no event reports (a worker's resources
+changed, its memory fell).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter, defaultdict
+from time import time
+from typing import TYPE_CHECKING, Any
+
+import dask
+from dask.utils import parse_timedelta
+from distributed.core import Status
+from tornado.ioloop import PeriodicCallback
+
+if TYPE_CHECKING:
+    from distributed.scheduler import Scheduler, WorkerState
+
+    from .state import FederationState
+
+#: A resource no worker advertises: parks a read in ``no-worker`` until admitted.
+HOLD = "federation:held"
+
+#: the user of a task whose owner the hub does not know (e.g. refused before recorded)
+UNKNOWN = ""
+
+
+class SiteQueue:
+    """Parked reads per label and user; admits them into their sites' free slots.
+
+    Parameters
+    ----------
+    state:
+        The hub's shared state (its ``task_owner`` says whose a task is).
+    saturation:
+        Tasks a label's workers may be processing per thread before no more reads are
+        admitted (reads and other tasks alike). Above 1 so that a thread finds its next
+        read already at the worker instead of waiting for the hub.
+    memory_fraction:
+        No reads are admitted while the label's workers' process memory exceeds this
+        fraction of their combined memory limit (one task is always admitted when none
+        runs there, so a computation cannot stall).
+    """
+
+    def __init__(self, state: FederationState, saturation: float, memory_fraction: float):
+        self.state = state
+        self.saturation = saturation
+        self.memory_fraction = memory_fraction
+        #: key -> the label a parked read needs, until admitted or forgotten
+        self.parked: dict[Any, str] = {}
+        #: label -> user -> heap of (priority, key) of that user's parked reads
+        self.queues: dict[str, dict[str, list]] = defaultdict(dict)
+        self._scheduled = False
+        #: label -> workers advertising it; built on demand, dropped whenever workers
+        #: come, go or change status, and on every poll
+        self._label_workers: dict[str, list[WorkerState]] = {}
+        self.scheduler: Scheduler | None = None
+
+    def start(self, scheduler: Scheduler) -> None:
+        """Start the safety poll; admit when a worker's status changes."""
+        self.scheduler = scheduler
+        interval = parse_timedelta(dask.config.get("federation.site-queue.poll"))
+        poll = PeriodicCallback(self.wake, interval * 1000)
+        scheduler.periodic_callbacks["federation-site-queue"] = poll
+        if scheduler.status == Status.running:
+            poll.start()
+        # a worker becomes usable when it turns ``running``, which plugins are not told
+        status_changed = scheduler.stream_handlers["worker-status-change"]
+
+        def on_status_change(*args: Any, **kwargs: Any) -> None:
+            status_changed(*args, **kwargs)
+            self.wake()
+
+        scheduler.stream_handlers["worker-status-change"] = on_status_change
+
+    # -- events ----------------------------------------------------------------------------
+
+    def park(self, key: Any, label: str) -> None:
+        """Hold ``key`` until a slot of ``label`` is free (its restriction: HOLD)."""
+        self.parked[key] = label
+
+    def parked_in_no_worker(self, key: Any) -> bool:
+        """A parked read reached ``no-worker``: queue it under its user. False if not one."""
+        label = self.parked.get(key)
+        if label is None:
+            return False
+        user = self.state.task_owner.get(key, UNKNOWN)
+        heapq.heappush(self.queues[label].setdefault(user, []),
+                       (self.scheduler.tasks[key].priority, key))
+        self.schedule()
+        return True
+
+    def forget(self, key: Any) -> None:
+        self.parked.pop(key, None)
+
+    def wake(self) -> None:
+        """Workers may have changed: look again on the next tick."""
+        self._label_workers.clear()
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Admit on the next tick (once for any number of calls before it)."""
+        # transitions may not be started from inside a transition hook
+        if self._scheduled or self.scheduler is None or not self.queues:
+            return
+        self._scheduled = True
+        self.scheduler.loop.add_callback(self.admit)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _workers_with(self, label: str) -> list[WorkerState]:
+        workers = self._label_workers.get(label)
+        if workers is None:
+            workers = self._label_workers[label] = [
+                ws for ws in self.scheduler.workers.values() if label in ws.resources
+            ]
+        return workers
+
+    def slots(self, label: str) -> tuple[int, Counter[str], bool]:
+        """Among the running workers carrying ``label``: how many more tasks may start,
+        the tasks each user is processing there (long-running ones, e.g. secede, not),
+        and whether their memory allows more."""
+        workers = [ws for ws in self._workers_with(label) if ws.status == Status.running]
+        if not workers:
+            return 0, Counter(), False  # site down: its reads wait
+        owner = self.state.task_owner
+        running: Counter[str] = Counter()
+        for ws in workers:
+            for ts in ws.processing:
+                if ts not in ws.long_running:
+                    running[owner.get(ts.key, UNKNOWN)] += 1
+        processing = sum(running.values())
+        free = max(math.ceil(self.saturation * sum(ws.nthreads for ws in workers)), 1)
+        free -= processing
+        limit = sum(ws.memory_limit or 0 for ws in workers)
+        memory_ok = not limit or (
+            sum(ws.memory.process for ws in workers) <= self.memory_fraction * limit
+        )
+        if not memory_ok:
+            free = 0
+        if processing == 0:
+            free = max(free, 1)  # never stall a computation
+        return free, running, memory_ok
+
+    def _pop(self, label: str, heap: list) -> Any:
+        """The highest-priority read of ``heap`` still parked for ``label``, or None."""
+        tasks = self.scheduler.tasks
+        while heap:
+            _, key = heapq.heappop(heap)
+            ts = tasks.get(key)
+            if ts is not None and self.parked.get(key) == label and ts.state == "no-worker":
+                del self.parked[key]
+                ts.resource_restrictions = {label: 1}
+                return key
+        return None  # the rest were released or forgotten while parked
+
+    def _choose(self, label: str, users: dict[str, list]) -> dict[Any, str]:
+        """Reads of ``label`` to admit now (emptied heaps are removed from ``users``).
+
+        Each user with reads waiting may have ``share`` = slots / users-active-here
+        tasks running there even if others fill every slot; free slots go one at a time
+        to the waiting user with the fewest tasks there.
+        """
+        free, running, memory_ok = self.slots(label)
+        active = len(running.keys() | users.keys())
+        share = max((free + sum(running.values())) // active, 1) if memory_ok else 0
+        admit: dict[Any, str] = {}
+        while users:
+            user = min(users, key=lambda u: (running[u], u))
+            if free <= 0 and running[user] >= share:
+                break  # every waiting user has its share (the others have more)
+            key = self._pop(label, users[user])
+            if not users[user]:
+                del users[user]
+            if key is not None:
+                admit[key] = "processing"
+                running[user] += 1
+                free -= 1
+        return admit
+
+    def admit(self) -> None:
+        """Admit parked reads into every label's free slots (and fair parts)."""
+        self._scheduled = False
+        for label in list(self.queues):
+            users = self.queues[label]
+            recommendations = self._choose(label, users) if users else {}
+            if not users:
+                del self.queues[label]
+            if recommendations:
+                # per label, so that the next label's slots see these tasks processing
+                self.scheduler.transitions(
+                    recommendations, stimulus_id=f"federation-admit-{time()}"
+                )
