@@ -47,7 +47,7 @@ from . import methods, read
 from .catalog import describe_dataset
 from .lazy import build_dataset
 from .methods import run_method
-from .protocol import ADD_RESULT
+from .protocol import ADD_RESULT, SITE_CALLS
 from .results import write_result
 from .sources import ZarrSource
 from .strict import ALLOWLIST, ALLOWLIST_PATH, attribute_ref, denied_name
@@ -286,8 +286,19 @@ REVIEWED = {
     "cloudpickle.cloudpickle:subimport":
         "wrapped: imports only modules of allow-listed functions",
     "federation.read:read_chunk": "reads only the site's own datasets, for the hub's tasks",
+    "federation.read:describe_snapshot":
+        "describes only a version of the site's own datasets, for the hub's tasks",
     "federation.results:write_result": "writes only into the site's results_dir",
 }
+
+
+#: dask-federation's own functions that the hub's graphs call at a site, allowed whether or
+#: not the corpus ran them: the site-bound calls of the contract (each also checked by its
+#: signed capability) and the HTTP API's result encoder, which runs beside a method call.
+FEDERATION_OWN = frozenset({
+    *(f"{module}:{name}" for name, (module, _) in SITE_CALLS.items()),
+    "scheduler_plugins.http.codec:encode_result",
+})
 
 
 def review(entries: list[str]) -> list[str]:
@@ -342,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare with the committed list instead of writing it")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        entries = allowlist_entries(run_corpus(Path(tmp)))
+        entries = sorted(set(allowlist_entries(run_corpus(Path(tmp)))) | FEDERATION_OWN)
     problems = review(entries)
     if problems:
         print("refusing to allow-list:\n  " + "\n  ".join(problems), file=sys.stderr)
