@@ -112,6 +112,8 @@ class FederationState:
         self.plugins: dict[type, SchedulerPlugin] = {}
         #: the graph being submitted, scanned once (see :mod:`.scan`)
         self.graph = NewGraph()
+        #: task key -> the user who submitted it (kept by the fair-share plugin)
+        self.task_owner: dict[Any, str] = {}
 
     def plugin(self, cls: type[P]) -> P:
         """The installed plugin of class ``cls``.
@@ -129,8 +131,6 @@ class FederationState:
                 f"{cls.__name__} is not installed on this hub (yet); a plugin that uses it "
                 "lists it in its 'requires'"
             ) from None
-        #: task key -> the user who submitted it (kept by the fair-share plugin)
-        self.task_owner: dict[Any, str] = {}
 
     # -- sites ---------------------------------------------------------------------------
 
