@@ -13,6 +13,15 @@ from .config import ConfigError, load_site_config
 from .errors import FederationError
 
 
+def _site_process() -> None:
+    """What every process serving a site's data sets first: HDF5 without file locks
+    (providers may rewrite files any time, see federation.sources) and logging."""
+    from .sources import read_without_locks
+
+    read_without_locks()
+    _setup_logging()
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
 
@@ -128,11 +137,8 @@ def site(
 ) -> None:
     """Run a site: register CONFIG's datasets with the hub and start its workers."""
     from .serve import run_site
-    from .sources import read_without_locks
 
-    read_without_locks()
-
-    _setup_logging()
+    _site_process()
     try:
         cfg = load_site_config(config)
         if workers is not None:
@@ -190,11 +196,8 @@ def site_worker(
 ) -> None:
     """Run workers of the site CONFIG in a batch job (what ``cluster:`` sites submit)."""
     from .serve import run_site_worker
-    from .sources import read_without_locks
 
-    read_without_locks()
-
-    _setup_logging()
+    _site_process()
     try:
         cfg = load_site_config(config)
         asyncio.run(run_site_worker(

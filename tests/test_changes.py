@@ -213,6 +213,15 @@ def test_icechunk_commit_is_seen_and_pinned_reads_keep_their_snapshot(fed, site_
         fed.open_dataset(f"{SITE}/swap", version="v1")
 
 
+def _page_tables(dask_scheduler) -> dict:
+    """The data of the federation page's standing and versions tables, on the hub."""
+    from scheduler_plugins.dashboard.page import FederationPage
+    from scheduler_plugins.dashboard.plugin import DashboardPlugin
+
+    page = FederationPage(dask_scheduler, dask_scheduler.plugins[DashboardPlugin.name])
+    return {name: dict(page.components[name].source.data) for name in ("standing", "versions")}
+
+
 def area_mean(ds: xr.Dataset) -> xr.DataArray:
     return ds.sst.mean(["lat", "lon"])
 
@@ -249,6 +258,10 @@ def test_standing_area_mean_appends_only_new_steps_and_survives_a_hub_restart(
     assert len(reads) == 5  # the 5 new chunks of 2 days, not the 10 of a recompute
     row = fed.standing_list().set_index("result").loc[ref]
     assert (row["state"], row["steps"], row["dataset"]) == ("active", 20, dataset)
+    # the federation page's standing computations and dataset versions tables
+    tables = fed.client.run_on_scheduler(_page_tables)
+    assert tables["standing"]["result"] == [ref] and tables["standing"]["steps"] == ["20"]
+    assert dataset in tables["versions"]["dataset"]
 
     lf.stop("hub")
     lf.start_hub()

@@ -13,6 +13,7 @@ from .components.catalog import DatasetsTable, MethodsTable, ResultsTable
 from .components.computations import Computations
 from .components.progress import SiteProgress
 from .components.sites import SitesTable
+from .components.standing import StandingTable
 from .components.tasks import TasksPerSite
 from .components.title import Title
 from .components.traffic import TrafficLastMinute, TrafficTotal
@@ -36,6 +37,7 @@ COMPONENTS: list[type[Component]] = [
     VersionsTable,
     MethodsTable,
     ResultsTable,
+    StandingTable,
 ]
 
 
