@@ -342,8 +342,7 @@ def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path, monkeypa
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             # a pod whose worker cannot start ends: fail then, not after the timeout
-            done = future.done
-            wait(lambda: done() or worker.poll() is not None, 120, "the result")
+            wait(lambda f=future: f.done() or worker.poll() is not None, 120, "the result")
             assert future.done(), f"the pod's site-worker exited ({worker.returncode})"
             result = future.result(timeout=120)
             xr.testing.assert_allclose(result, _reference(lf.root / "kube" / "sst.zarr"))
