@@ -25,7 +25,7 @@ from .catalog import DatasetInfo
 from .direct import refuse_users
 from .errors import DatasetChanged
 from .methods import register as register_methods
-from .protocol import RESULTS, WORKER_TRAFFIC
+from .protocol import RESULTS, WORKER_TRAFFIC, result_name
 from .sources import ICECHUNK_VERSION, Source, ZarrSource
 from .versions import VersionLog, current_version, digest, settled
 
@@ -200,8 +200,10 @@ def read_chunk(
     """
     source = _held(dataset)  # raises DatasetNotHere, naming where it can be read
     capability.require("dataset", dataset)
-    # a replica answers for another site's dataset under its own versions: not pinned
-    pinned = version is not None and _versions is not None and dataset.startswith(f"{_site}/")
+    # a replica answers for another site's dataset under its own versions, and a result
+    # is announced with the version its writer described: neither is pinned
+    pinned = (version is not None and _versions is not None
+              and dataset.startswith(f"{_site}/") and result_name(dataset) is None)
     read = _pinned(dataset, source, version) if pinned else source
     ident, values = settled(
         lambda: _read(read, variable, index, decoded), read, f"reading {dataset}"
