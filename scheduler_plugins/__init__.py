@@ -73,6 +73,7 @@ def install(scheduler: Scheduler) -> FederationState:
         plugin = state.plugins[cls] = cls(state)
         scheduler.add_plugin(plugin)
     for plugin in (DashboardPlugin(state), HttpApiPlugin(state), WebAuthPlugin()):
+        state.plugins[type(plugin)] = plugin
         scheduler.add_plugin(plugin)
     return state
 

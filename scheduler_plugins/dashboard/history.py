@@ -12,9 +12,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tornado.ioloop import PeriodicCallback
+
+if TYPE_CHECKING:
+    from ..traffic import TrafficPlugin
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +78,9 @@ class TrafficSampler:
     then call ``after`` (e.g. to keep per-site progress current). A failed sample is
     logged; sampling goes on."""
 
-    def __init__(self, scheduler: Any, history: TrafficHistory, interval: float,
+    def __init__(self, traffic: TrafficPlugin, history: TrafficHistory, interval: float,
                  after: Callable[[], Any] = lambda: None):
-        self.scheduler = scheduler
+        self.traffic = traffic
         self.history = history
         self.interval = interval
         self.after = after
@@ -97,10 +100,8 @@ class TrafficSampler:
             return
         self._sampling = True
         try:
-            traffic = self.scheduler.plugins.get("federation-traffic")
-            if traffic is not None:
-                await traffic.collect()
-                self.history.add(traffic.ledger())
+            await self.traffic.collect()
+            self.history.add(self.traffic.ledger())
             self.after()
         except Exception:
             logger.exception("Federation dashboard sampling failed")

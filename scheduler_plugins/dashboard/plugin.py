@@ -9,6 +9,7 @@ import dask
 from dask.utils import parse_timedelta
 from distributed import SchedulerPlugin
 
+from ..traffic import TrafficPlugin
 from .history import TrafficHistory, TrafficSampler
 from .mount import mount_page
 from .tasks import SiteTasks
@@ -47,7 +48,7 @@ class DashboardPlugin(SchedulerPlugin):
         self.history = TrafficHistory(keep=keep)
         self.tasks = SiteTasks(state)
         # sampling also keeps the per-site progress baselines current between page views
-        self.sampler = TrafficSampler(state.scheduler, self.history, self.interval,
+        self.sampler = TrafficSampler(state.plugin(TrafficPlugin), self.history, self.interval,
                                       after=self.tasks.snapshot)
         self.page_mounted = False
 

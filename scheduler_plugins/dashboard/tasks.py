@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from federation.protocol import bound_site, site_of
 
+from ..routing import RoutingPlugin
+
 if TYPE_CHECKING:
     from ..state import FederationState
 
@@ -56,8 +58,7 @@ class SiteTasks:
         """Tasks waiting for their site: parked reads and unrunnable site-bound tasks."""
         scheduler = self.state.scheduler
         queued: Counter[str] = Counter()
-        routing = scheduler.plugins.get("federation-routing")
-        parked = getattr(routing, "parked", {}) or {}
+        parked = self.state.plugin(RoutingPlugin).parked
         for label in list(parked.values()):  # parked reads: key -> the label they need
             if site := bound_site({label: 1}):
                 queued[site] += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ...moves import MovesPlugin
 from .base import Component, PageView, empty, fit, fmt_bytes, set_data, table
 
 COLUMNS = [
@@ -22,8 +23,7 @@ class Computations(Component):
         self.source, self.root = table("computations", COLUMNS, height=120)
 
     def update(self, view: PageView) -> None:
-        moves = view.scheduler.plugins.get("federation-moves")
-        recent = list(reversed(moves.recent)) if moves is not None else []
+        recent = list(reversed(view.state.plugin(MovesPlugin).recent))
         rows = empty(*(c[0] for c in COLUMNS))
         for c in recent:
             run = sum(c.tasks.values())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import time
 
+from ...dashboard.plugin import DashboardPlugin
+from ...traffic import TrafficPlugin
 from .. import records
 from ..base import BaseHandler
 from ..errors import ApiError
@@ -33,19 +35,13 @@ class TrafficHandler(BaseHandler):
 
     async def get(self) -> None:
         window = self.get_query_argument("window", None)
-        plugins = self.api.scheduler.plugins
-        traffic = plugins.get("federation-traffic")
-        if traffic is None:
-            raise ApiError(404, "not_found", "this hub does not account traffic")
+        traffic = self.state.plugin(TrafficPlugin)
         if window is None:
             await traffic.collect()
             rows, since = traffic.ledger(), None
         else:
             seconds = window_seconds(window)
-            dashboard = plugins.get("federation-dashboard")
-            if dashboard is None:
-                raise ApiError(404, "not_found", "this hub keeps no traffic history")
-            rows, since = dashboard.history.window(seconds)
+            rows, since = self.state.plugin(DashboardPlugin).history.window(seconds)
         sites = set(self.state.worker_site.values()) | set(self.state.sites)
         # only traffic between sites the user holds a grant at (and clients)
         rows = [r for r in rows if all(e not in sites or self.granted_site(e) for e in r[:2])]
