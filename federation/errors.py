@@ -74,3 +74,8 @@ class RawDataMoveWarning(UserWarning):
 class DatasetChanged(FederationError):
     """A read pinned to one version of a dataset found it replaced at its site (not merely
     grown along a dimension): the computation must be rebuilt from the new version."""
+
+
+class NotAtSite(FederationError, RuntimeError):
+    """A site-bound call ran outside a site's worker: no worker, or a worker without the
+    site's worker plugin (and so without its datasets, methods and capability key)."""
