@@ -15,6 +15,7 @@ from . import settings  # noqa: F401  (dask config defaults first)
 from .errors import (
     ArgumentError,
     CapabilityError,
+    DatasetNotHere,
     FederationError,
     HubUnavailable,
     MethodError,
@@ -50,6 +51,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ArgumentError",
     "CapabilityError",
+    "DatasetNotHere",
     "Federation",
     "FederationError",
     "HubUnavailable",

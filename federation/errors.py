@@ -76,6 +76,10 @@ class DatasetChanged(FederationError):
     grown along a dimension): the computation must be rebuilt from the new version."""
 
 
+class DatasetNotHere(FederationError, LookupError):
+    """A read task ran on a worker of a site that does not hold its dataset."""
+
+
 class NotAtSite(FederationError, RuntimeError):
     """A site-bound call ran outside a site's worker: no worker, or a worker without the
     site's worker plugin (and so without its datasets, methods and capability key)."""

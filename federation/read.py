@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .catalog import DatasetInfo
-from .errors import DatasetChanged
+from .errors import DatasetChanged, DatasetNotHere
 from .protocol import result_name, site_of_ref, split_ref
 from .sitecontext import SiteContext
 from .sources import ICECHUNK_VERSION, Source
@@ -31,10 +31,6 @@ from .versions import VersionLog, current_version, digest, settled
 #: context: it guards the C libraries, which every worker in the process shares.
 #: Zarr stores need no lock.
 _file_lock = threading.RLock()
-
-
-class DatasetNotHere(LookupError):
-    """A read task ran on a worker of a site that does not hold its dataset."""
 
 
 def _held(context: SiteContext, ref: str) -> Source:

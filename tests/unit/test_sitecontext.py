@@ -14,8 +14,7 @@ import pytest
 import xarray as xr
 from dask import delayed
 
-from federation import NotAtSite, ResultError
-from federation.read import DatasetNotHere
+from federation import DatasetNotHere, NotAtSite, ResultError
 from federation.sitecalls import read_chunk, write_result
 from federation.sources import ZarrSource
 
