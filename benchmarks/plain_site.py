@@ -3,8 +3,8 @@
 ``python -m benchmarks.plain_site CONFIG --scheduler ADDR [--shared OTHER.yaml ...]``
 
 Starts the same Nannies as ``dask federation site`` (same labels, threads, memory
-limit and :class:`~federation.read.SiteWorkerPlugin`, so reads and traffic counters are
-identical) but connects them to any scheduler, e.g. a plain ``dask scheduler`` without
+limit and :class:`~federation.sitecontext.SiteWorkerPlugin`, so reads and traffic
+counters are identical) but connects them to any scheduler, e.g. a plain ``dask scheduler`` without
 the federation plugins, which would refuse ``federation_register_site``. With
 ``--shared`` every worker can also read the other configs' datasets: the
 "shared filesystem" assumption of plain Dask placement.
@@ -16,39 +16,26 @@ import argparse
 import asyncio
 import logging
 
-from distributed import Nanny, WorkerPlugin
+from distributed import Nanny
 from distributed._signals import wait_for_signals
 
 from federation.config import load_site_config
 from federation.labels import worker_resources
-from federation.read import SiteWorkerPlugin
+from federation.protocol import ref
+from federation.sitecontext import SiteContext, SiteWorkerPlugin
 from federation.sources import source_for
-
-
-class SharedSources(WorkerPlugin):
-    """Lets a worker read datasets of other sites (``site/name`` -> Source)."""
-
-    name = "benchmark-shared-sources"
-
-    def __init__(self, sources: dict):
-        self.sources = sources
-
-    def setup(self, worker) -> None:
-        from federation import read
-
-        read._sources.update(self.sources)
 
 
 async def main(config: str, scheduler: str, shared: list[str]) -> None:
     cfg = load_site_config(config)
-    sources = {name: source_for(ds) for name, ds in cfg.datasets.items()}
-    plugins: list[WorkerPlugin] = [SiteWorkerPlugin(cfg.site, sources)]
-    if shared:
-        others = {}
-        for path in shared:
-            other = load_site_config(path)
-            others.update({f"{other.site}/{n}": source_for(ds) for n, ds in other.datasets.items()})
-        plugins.append(SharedSources(others))
+    context = SiteContext.for_site(
+        cfg.site, {name: source_for(ds) for name, ds in cfg.datasets.items()}
+    )
+    for path in shared:  # the other sites' datasets, readable here too
+        other = load_site_config(path)
+        context.sources.update(
+            {ref(other.site, n): source_for(ds) for n, ds in other.datasets.items()}
+        )
     nannies = [
         Nanny(
             scheduler,
@@ -57,7 +44,7 @@ async def main(config: str, scheduler: str, shared: list[str]) -> None:
             memory_limit=cfg.memory_limit,
             resources=worker_resources(cfg.site, list(cfg.datasets)),
             local_directory=cfg.local_directory,
-            plugins=tuple(plugins),
+            plugins=(SiteWorkerPlugin(context),),
         )
         for i in range(cfg.workers)
     ]

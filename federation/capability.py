@@ -2,10 +2,10 @@
 
 Recognising reads in client-supplied code cannot be the security boundary: a read
 wrapped in ``functools.partial``, ``dask.utils.apply``, a lambda or a container is a
-read the hub never saw. So the three functions that touch a site's data or run its
-code — :func:`~federation.read.read_chunk`, :func:`~federation.methods.run_method`,
-:func:`~federation.results.write_result` — refuse to run unless the hub signed a
-capability for exactly the task that is running and exactly the reference asked for.
+read the hub never saw. So the site-bound calls that touch a site's data or run its
+code (:mod:`federation.sitecalls`: reads, method calls, result writes) refuse to run
+unless the hub signed a capability for exactly the task that is running and exactly the
+reference asked for.
 
 At registration the hub gives each site a secret over their mutually authenticated
 channel (:meth:`scheduler_plugins.catalog.CatalogPlugin.register_site`). When a graph
@@ -20,7 +20,7 @@ task; the site-bound function looks up the capability of the *task its thread is
 executing* and checks the MAC, so a capability cannot be moved to another task or
 reference, and a client cannot make one (it never learns the secret).
 
-A worker without a secret (a plain Dask worker outside a federation, as the
+A site whose context has no secret (plain Dask workers outside a federation, as the
 benchmarks' baselines run) does not check.
 """
 
@@ -102,22 +102,16 @@ def valid(secret: bytes, cap: Capability, key: Any, now: float | None = None) ->
 
 # -- at the site ------------------------------------------------------------------------------
 
-#: This worker process's site secret, set by the site's worker plugin; ``None``: no checks.
-_secret: bytes | None = None
 
-
-def set_secret(secret: bytes | None) -> None:
-    global _secret
-    _secret = secret
-
-
-def require(kind: str, ref: str) -> Capability | None:
-    """The verified capability for ``kind`` ``ref`` in the task this thread executes.
+def require(secret: bytes | None, kind: str, ref: str) -> Capability | None:
+    """The verified capability for ``kind`` ``ref`` in the task this thread executes,
+    checked with the site's ``secret`` (its :class:`~federation.sitecontext.SiteContext`
+    holds it).
 
     Raises :class:`~federation.errors.CapabilityError` naming what is missing. Returns
-    ``None`` on a worker that does not check (no site secret).
+    ``None`` for a site without a secret (outside a federation: no checks).
     """
-    if _secret is None:
+    if secret is None:
         return None
     from distributed import get_worker
     from distributed.worker import thread_state
@@ -143,7 +137,7 @@ def require(kind: str, ref: str) -> Capability | None:
             continue
         if cap.kind != kind or cap.ref != ref:
             continue
-        reason = valid(_secret, cap, key)
+        reason = valid(secret, cap, key)
         if reason is None:
             return cap
         reasons.append(reason)

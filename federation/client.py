@@ -23,11 +23,11 @@ from .display import federation_html, federation_text
 from .errors import HubUnavailable, ResultError
 from .graph import graph_uses
 from .lazy import Chunks, build_dataset
-from .methods import bind_arguments, run_method
+from .methods import bind_arguments
 from .protocol import MethodInfo
-from .read import describe_snapshot
-from .results import check_name, write_result
-from .standing import new_entry, probe, standing_task
+from .results import check_name
+from .sitecalls import describe_snapshot, run_method, standing_task, write_result
+from .standing import new_entry, probe
 from .traffic import TrafficRecord
 from .version import __version__
 

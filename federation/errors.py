@@ -74,3 +74,12 @@ class RawDataMoveWarning(UserWarning):
 class DatasetChanged(FederationError):
     """A read pinned to one version of a dataset found it replaced at its site (not merely
     grown along a dimension): the computation must be rebuilt from the new version."""
+
+
+class DatasetNotHere(FederationError, LookupError):
+    """A read task ran on a worker of a site that does not hold its dataset."""
+
+
+class NotAtSite(FederationError, RuntimeError):
+    """A site-bound call ran outside a site's worker: no worker, or a worker without the
+    site's worker plugin (and so without its datasets, methods and capability key)."""

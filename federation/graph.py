@@ -1,14 +1,11 @@
 """Finding what ties a task to a site, inside dask task specs (also fused ones).
 
-Five functions only ever run at a particular site: :func:`~federation.read.read_chunk`
-(reads a dataset), :func:`~federation.read.describe_snapshot` (describes an old
-Icechunk version of one), :func:`~federation.methods.run_method` (runs a shared method),
-:func:`~federation.results.write_result` (stores a result) and
-:func:`~federation.standing.standing_task` (keeps a standing result up to date). Their
-first argument is the ``site/...`` reference; the routing plugin and result provenance
-both look for them.
-They are recognised by :func:`federation.protocol.site_call_kind`, so the hub imports none
-of the worker modules defining them.
+Five functions only ever run at a particular site (:mod:`federation.sitecalls`):
+``read_chunk`` (reads a dataset), ``describe_snapshot`` (describes an old Icechunk
+version of one), ``run_method`` (runs a shared method), ``write_result`` (stores a
+result) and ``standing_task`` (keeps a standing result up to date). Their first argument
+is the ``site/...`` reference; the routing plugin and result provenance both look for
+them. They are recognised by :func:`federation.protocol.site_call_kind`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Lazy xarray objects for federated datasets, built from catalog metadata alone.
 
-Every chunk becomes one task calling :func:`federation.read.read_chunk` with the
+Every chunk becomes one task calling :func:`federation.sitecalls.read_chunk` with the
 dataset reference, the variable and the chunk's slices. The graph is a
 materialized layer on purpose: blockwise fusion could otherwise merge reads of two
 sites into one task that no site can run.
@@ -21,7 +21,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .catalog import DatasetInfo, StoredVariable, decode_kwargs
-from .read import read_chunk
+from .sitecalls import read_chunk
 
 Chunks = Mapping[str, Any] | str | int | None
 

@@ -5,9 +5,10 @@ config. The site process imports each function and announces a :class:`MethodInf
 name, signature, docstring and JSON schemas of parameters and return value derived
 from the type hints with pydantic. Only names and schemas leave the site, never code.
 
-A call is one task calling :func:`run_method` with the method's ``site/name``; the
-routing plugin binds it to the owning site, whose workers resolve the name to the
-function, validate the arguments again and run it.
+A call is one task calling :func:`federation.sitecalls.run_method` with the method's
+``site/name``; the routing plugin binds it to the owning site, whose workers resolve
+the name to the function (:meth:`~federation.sitecontext.SiteContext.method`), validate
+the arguments again and run it (:func:`run_at_site`).
 
 xarray, dask and numpy values have schemas of their own (``x-federation-type``), and
 lazy ones may be passed: dask computes them (at their own sites) and hands the method
@@ -23,7 +24,7 @@ import json
 import traceback
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import numpy as np
@@ -32,6 +33,9 @@ from pydantic import TypeAdapter
 
 from .errors import ArgumentError, MethodError
 from .protocol import MethodInfo, ParameterInfo, site_of_ref
+
+if TYPE_CHECKING:
+    from .sitecontext import SiteContext
 
 #: Types that cannot be described by JSON schema; they get a schema of their own.
 ARRAY_TYPES: dict[str, type] = {
@@ -180,13 +184,6 @@ def validate_arguments(info: MethodInfo, kwargs: dict[str, Any]) -> dict[str, An
 
 # -- at the site ---------------------------------------------------------------------------
 
-#: ``site/name`` -> ``module:function``, filled in each worker by the site's plugin
-_registry: dict[str, str] = {}
-
-
-def register(site: str, specs: dict[str, str]) -> None:
-    _registry.update({f"{site}/{name}": spec for name, spec in specs.items()})
-
 
 def _validate_at_site(ref: str, func: Callable, args: tuple, kwargs: dict) -> None:
     sig = inspect.signature(func)
@@ -208,18 +205,23 @@ def _validate_at_site(ref: str, func: Callable, args: tuple, kwargs: dict) -> No
             raise ArgumentError(f"{ref}: parameter {name!r}: {e}") from None
 
 
-def run_method(ref: str, *args: Any, **kwargs: Any) -> Any:
-    """Run the shared method ``ref`` (``site/name``) here; called in a site's task.
+def run_at_site(context: SiteContext, ref: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """Run the shared method ``ref`` (``site/name``) of site ``context`` here; called by
+    :func:`federation.sitecalls.run_method` in a site's task.
 
     The routing plugin only lets this run on the owning site's workers, and only in a
     task the hub signed a capability for (see :mod:`federation.capability`).
-    """
-    from .capability import require
 
-    spec = _registry.get(ref)
-    if spec is None:
-        raise MethodError(f"method {ref!r} is not published by this site")
-    require("method", ref)
+    Raises
+    ------
+    MethodError
+        If the site does not publish ``ref``, or the method raised (with the remote
+        traceback).
+    ArgumentError
+        If the arguments do not fit the method's signature and type hints.
+    """
+    spec = context.method(ref)
+    context.require("method", ref)
     func = load_function(spec)
     _validate_at_site(ref, func, args, kwargs)
     try:

@@ -55,8 +55,9 @@ routing plugin restricts a task to a site by requiring ``1`` of a label.
 published results ``site/results/name`` (:func:`result_ref`, :func:`result_name`).
 
 **Site-bound calls.** Five functions run only at the site their first argument names
-(:data:`SITE_CALLS`); the hub recognises them in task specs by :func:`site_call_kind`
-without importing the worker modules that define them.
+(:data:`SITE_CALLS`, all in :mod:`federation.sitecalls`); the hub recognises them in task
+specs by :func:`site_call_kind`; neither it nor a client imports the worker-side modules
+doing their work.
 
 **Relay messages.** One JSON object per line (:func:`relay_line`, :func:`read_relay_line`),
 at most :data:`RELAY_MAX_LINE` bytes, opening a connection to the relay beside the hub:
@@ -408,11 +409,11 @@ Kind = Literal["dataset", "method", "result"]
 
 #: function name -> (module, kind of reference its first argument is)
 SITE_CALLS: dict[str, tuple[str, Kind]] = {
-    "read_chunk": ("federation.read", "dataset"),
-    "describe_snapshot": ("federation.read", "dataset"),
-    "run_method": ("federation.methods", "method"),
-    "write_result": ("federation.results", "result"),
-    "standing_task": ("federation.standing", "result"),
+    "read_chunk": ("federation.sitecalls", "dataset"),
+    "describe_snapshot": ("federation.sitecalls", "dataset"),
+    "run_method": ("federation.sitecalls", "method"),
+    "write_result": ("federation.sitecalls", "result"),
+    "standing_task": ("federation.sitecalls", "result"),
 }
 
 

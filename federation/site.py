@@ -40,8 +40,9 @@ from .methods import describe_function, load_function
 from .peers import PeersPlugin
 from .protocol import RESULTS, MethodInfo
 from .quiet import QuietUserMistakes
-from .read import SiteWorkerPlugin
 from .results import scan_results
+from .sitecalls import standing_task
+from .sitecontext import SiteContext, SiteWorkerPlugin
 from .sources import UNLOCKED_HDF5, OptionError, Source, source_for
 from .strict import StrictNanny, StrictPolicy
 from .versions import VersionLog, describe_version
@@ -229,13 +230,13 @@ def site_nannies(
             interface=interface,
             env=dict(UNLOCKED_HDF5),
             plugins=(
-                SiteWorkerPlugin(
+                SiteWorkerPlugin(SiteContext.for_site(
                     cfg.site, sources, replicas=replicas,
                     methods={**cfg.method_specs, **cfg.workflows},
                     results_dir=cfg.results_dir,
                     capability_key=capability_key, session=session,
                     versions_dir=versions_dir(cfg),
-                ),
+                )),
                 PeersPlugin(cfg.site),
                 QuietUserMistakes(),
             ),
@@ -490,7 +491,7 @@ class Site:
             for name in names:
                 ref = f"{self.cfg.site}/{RESULTS}{name}"
                 try:
-                    task = dask.delayed(standing.standing_task, pure=False)(ref, "update")
+                    task = dask.delayed(standing_task, pure=False)(ref, "update")
                     done = await client.compute(task)
                     logger.info("Standing result %s now has %s steps", ref, done["steps"])
                 except Exception as e:  # the next change tries again; the registry says why

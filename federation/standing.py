@@ -3,8 +3,9 @@
 ``fed.standing("sst-mean", fn, "awi/sst", along="time")`` publishes ``fn(dataset)`` as
 result ``awi/results/sst-mean`` and registers it at the site that holds the dataset (and
 stores the result). Whenever that site notices that the dataset gained steps along
-``time`` (its ``refresh:`` check, or SIGHUP), it runs :func:`standing_task` to compute
-``fn`` of the **new steps only** and append them to the result.
+``time`` (its ``refresh:`` check, or SIGHUP), it runs
+:func:`federation.sitecalls.standing_task` (:mod:`federation.standing_update`) to
+compute ``fn`` of the **new steps only** and append them to the result.
 
 That is right only for per-step computations: each output step depends on its input
 step alone (area means, anomalies against a fixed climatology, unit conversions,
@@ -26,9 +27,7 @@ hub keeps: ``fed.standing_list()`` and the federation page show it.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -132,100 +131,3 @@ def active(results_dir: str | None) -> dict[str, dict[str, Any]]:
         if entry.get("state") == ACTIVE:
             out[path.name[: -len(REGISTRY_SUFFIX)]] = entry
     return out
-
-
-def standing_task(ref: str, action: str, entry: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Register (``entry``), update or cancel the standing computation of result ``ref``
-    (``site/results/name``); runs at the site in a task the hub signed a capability for.
-
-    ``update`` computes ``fn`` of the dataset's steps the result lacks, through the
-    federation (so only their chunks are read, at their site), and appends them; a
-    dataset replaced since the last update is recomputed whole. Returns the summary.
-    """
-    from distributed import get_worker
-    from distributed.utils import sync
-
-    from . import read
-    from .capability import require
-    from .client import worker_federation
-    from .results import PROVENANCE_SUFFIX, describe_result, may_replace
-
-    site, name = ref.split("/", 1)[0], ref.split("/", 2)[2]
-    results_dir = read._results_dir
-    if read._site != site or not results_dir:
-        raise StandingError(f"result {ref!r} can only be kept at site {site!r}")
-    require("result", ref)
-    worker = get_worker()
-    facts = sync(
-        worker.loop, worker.scheduler.federation_result_publisher,
-        site=site, session=read._session, ref=ref, key=worker.get_current_task(),
-    )
-    path = Path(results_dir) / f"{name}.zarr"
-    provenance_file = path.with_name(name + PROVENANCE_SUFFIX)
-    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
-    if action in ("register", "cancel") and not may_replace(
-        site, provenance.get("published_by"), facts["published_by"]
-    ):
-        raise PermissionError(
-            f"result {ref!r} was published by {provenance.get('published_by')!r}; only they "
-            f"or site {site!r} may change its standing computation"
-        )
-    # one change at a time: two updates appending the same steps would corrupt the result
-    with open(registry_path(results_dir, name).with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if action == "register":
-            assert entry is not None
-            current = entry
-        else:
-            current = load(results_dir, name)
-            if current is None:
-                raise StandingError(f"{ref!r} is not a standing computation")
-        if action == "cancel":
-            current["state"] = CANCELLED
-        elif action == "update" and current["state"] == ACTIVE:
-            try:
-                _update(current, path, worker_federation)
-            except Exception as e:  # kept in the registry and shown; the next change retries
-                current.update(error=f"{type(e).__name__}: {e}", updated=time.time())
-                save(results_dir, name, current)
-                raise
-        save(results_dir, name, current)
-        provenance["standing"] = summary(current)
-        provenance_file.write_text(json.dumps(provenance, indent=2))
-    sync(
-        worker.loop, worker.scheduler.federation_add_result,
-        site=site, session=read._session, result=describe_result(site, path),
-    )
-    return summary(current)
-
-
-def _update(entry: dict[str, Any], path: Path, worker_federation: Any) -> None:
-    """Append ``fn`` of the new steps to the result at ``path`` (or recompute it whole
-    after a replacement); updates ``entry`` in place."""
-    from . import read
-    from .versions import VersionLog
-
-    along, done, ref = entry["along"], entry["steps"], entry["dataset"]
-    fn = function(entry)
-    with worker_federation() as fed:
-        info = fed.info(ref)
-        steps = info.dims[along]
-        source = read._source(ref)
-        appended = read._versions is not None and source is not None and (
-            read._versions.compatible(VersionLog.key(ref, source), entry["version"], info.version)
-        )
-        ds = fed.open_dataset(ref)
-        if appended and steps == done:
-            entry.update(version=info.version)
-            return
-        if appended:
-            new = as_dataset(fn(ds.isel({along: slice(done, steps)})))
-            fed.client.compute(new).result().to_zarr(path, append_dim=along, consolidated=False)
-        else:  # replaced: every step may have changed
-            out = as_dataset(fn(ds))
-            tmp = path.with_name(f".{path.name}.tmp")
-            fed.client.compute(out).result().to_zarr(tmp, mode="w", consolidated=False)
-            shutil.rmtree(path, ignore_errors=True)
-            tmp.replace(path)
-    entry.update(steps=steps, version=info.version, updated=time.time(),
-                 updates=entry["updates"] + 1, error=None)

@@ -194,7 +194,11 @@ def _is_exception(name: str) -> bool:
     return isinstance(obj, type) and issubclass(obj, BaseException)
 
 
-#: The policy of this process, set by :func:`install`.
+#: The policy of this process, set once by :func:`install`. Process-wide, unlike the rest
+#: of a site's worker state (:class:`federation.sitecontext.SiteContext`): distributed
+#: unpickles through its module-level ``loads``, which knows no worker, in the nanny
+#: (which has none) and in the worker before any plugin runs, so the unpickler cannot
+#: find a worker's context. :func:`install` refuses a second, different policy.
 _policy: StrictPolicy | None = None
 #: Refusals of the load running in this thread (``None`` outside a load).
 _loading = threading.local()
@@ -520,6 +524,11 @@ def install(policy: StrictPolicy) -> None:
     process listens, which is why the strict worker and nanny call it first.
     """
     global _policy
+    if _policy is not None and _policy != policy:
+        raise RuntimeError(
+            f"this process unpickles under strict site {_policy.site!r}'s policy already; "
+            f"site {policy.site!r} cannot share it: run each strict site in its own process"
+        )
     _policy = policy
     distributed.protocol.pickle.loads = restricted_loads
     distributed.client.loads = restricted_loads

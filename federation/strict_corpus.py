@@ -43,12 +43,11 @@ import toolz
 import xarray as xr
 from distributed import LocalCluster
 
-from . import methods, read
 from .catalog import describe_dataset
 from .lazy import build_dataset
-from .methods import run_method
-from .protocol import ADD_RESULT, SITE_CALLS
-from .results import write_result
+from .protocol import ADD_RESULT, SITE_CALLS, ref
+from .sitecalls import run_method, write_result
+from .sitecontext import SiteContext, SiteWorkerPlugin
 from .sources import ZarrSource
 from .strict import ALLOWLIST, ALLOWLIST_PATH, attribute_ref, denied_name
 
@@ -86,13 +85,14 @@ def _dataset(time: Any, name: str = "sst") -> xr.Dataset:
     )
 
 
-def _federated(root: Path, name: str, ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` stored at the corpus site and opened as the federation client does."""
+def _federated(root: Path, context: SiteContext, name: str, ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` stored at the corpus site (``context``) and opened as the federation client
+    does."""
     path = root / f"{name}.zarr"
     with dask.config.set(scheduler="sync"):  # setting up, not part of the corpus
         ds.chunk({"time": 10}).to_zarr(path, mode="w", zarr_format=3, consolidated=False)
     source = ZarrSource(str(path))
-    read._sources[f"{SITE}/{name}"] = source
+    context.sources[ref(SITE, name)] = source
     with source.open() as opened:
         info = describe_dataset(SITE, name, opened)
     return build_dataset(info)
@@ -143,12 +143,13 @@ def legitimate_values() -> dict[str, Any]:
     }
 
 
-def analyses(root: Path) -> Iterator[tuple[str, Any]]:
-    """(name, lazy object) of the corpus; each is computed on the recording cluster."""
+def analyses(root: Path, context: SiteContext) -> Iterator[tuple[str, Any]]:
+    """(name, lazy object) of the corpus, its datasets stored under ``root`` and added to
+    the corpus site's ``context``; each is computed on the recording cluster."""
     time = pd.date_range("2000-01-01", periods=60, freq="D")
-    ds = _federated(root, "sst", _dataset(time))
+    ds = _federated(root, context, "sst", _dataset(time))
     sst = ds.sst
-    chl = _federated(root, "chl", _dataset(time, "chl")).chl
+    chl = _federated(root, context, "chl", _dataset(time, "chl")).chl
     # tz-aware and cftime times from clients' own (dask) data, as method arguments
     aware = _dataset(time.tz_localize("UTC")).chunk(time=10).sst
     noleap = xr.date_range("2000-01-01", periods=60, calendar="noleap", use_cftime=True)
@@ -239,14 +240,15 @@ def recording() -> Iterator[set[tuple[str, str]]]:
 
 def run_corpus(root: Path) -> set[tuple[str, str]]:
     """Compute the corpus on a recording in-process cluster; the globals unpickled."""
-    read._site, read._results_dir = SITE, str(root / "results")
-    methods.register(SITE, METHODS)
+    # the corpus site's workers (in this process) share one context without a capability
+    # key: nothing is checked, as on workers outside a federation
+    context = SiteContext.for_site(SITE, {}, methods=METHODS, results_dir=str(root / "results"))
     with (
         contextlib.ExitStack() as stack,
         warnings.catch_warnings(),
         recording() as seen,
         LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
-                     dashboard_address=None) as cluster,
+                     dashboard_address=None, plugins={SiteWorkerPlugin(context)}) as cluster,
         cluster.get_client() as client,
     ):
         warnings.simplefilter("ignore")
@@ -254,7 +256,7 @@ def run_corpus(root: Path) -> set[tuple[str, str]]:
         stack.enter_context(dask.config.set({"array.rechunk.method": "tasks"}))
         # write_result reports the stored result to the hub; this cluster has none
         cluster.scheduler.handlers[ADD_RESULT] = lambda **kwargs: None
-        for name, obj in analyses(root):
+        for name, obj in analyses(root, context):
             try:
                 client.gather(client.compute(obj))
             except Exception as e:
@@ -285,10 +287,8 @@ REVIEWED = {
         "Cython's unpickling helper of pandas' datetime, period and string arrays",
     "cloudpickle.cloudpickle:subimport":
         "wrapped: imports only modules of allow-listed functions",
-    "federation.read:read_chunk": "reads only the site's own datasets, for the hub's tasks",
-    "federation.read:describe_snapshot":
-        "describes only a version of the site's own datasets, for the hub's tasks",
-    "federation.results:write_result": "writes only into the site's results_dir",
+    "federation.sitecalls:read_chunk": "reads only the site's own datasets, for the hub's tasks",
+    "federation.sitecalls:write_result": "writes only into the site's results_dir",
 }
 
 

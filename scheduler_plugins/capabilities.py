@@ -1,11 +1,10 @@
 """The hub's half of capabilities: sign every site-bound call it authorises.
 
 When a graph arrives, after the routing, policy and trust plugins have placed,
-followed and checked it, this plugin attaches to each task that calls
-:func:`~federation.read.read_chunk`, :func:`~federation.methods.run_method` or
-:func:`~federation.results.write_result` (as seen in its spec, also fused) one
-capability per call and serving site (a replica's site has its own secret), bound to
-the task key, the submitting identity and the task's egress class (see
+followed and checked it, this plugin attaches to each task that makes a site-bound call
+(:mod:`federation.sitecalls`: a read, method call or result write, as seen in its spec,
+also fused) one capability per call and serving site (a replica's site has its own
+secret), bound to the task key, the submitting identity and the task's egress class (see
 :mod:`federation.capability`). Whatever a client put under the ``federation``
 annotation itself is dropped. Refused tasks get nothing.
 """

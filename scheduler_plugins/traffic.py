@@ -1,7 +1,7 @@
 """Traffic accounting: bytes that really crossed site borders.
 
 Each site worker counts what its ``get_data`` handler wrote on the wire, by requester
-(see :class:`federation.read.SiteWorkerPlugin`): peers fetching inputs, and the hub
+(see :class:`federation.sitecontext.SiteWorkerPlugin`): peers fetching inputs, and the hub
 gathering results for a client. :class:`TrafficPlugin` pulls these counters from
 the workers when asked (and so synchronises with them), attributes both ends to
 sites, and keeps the last counters of departed workers so totals never go down.

@@ -29,9 +29,8 @@ from distributed.core import rpc
 from federation import CapabilityError, PolicyError, StrictRefusal
 from federation.capability import Capability, sign, valid
 from federation.local import LocalFederation
-from federation.methods import run_method
-from federation.read import read_chunk
 from federation.security import init_ca, issue, security
+from federation.sitecalls import read_chunk, run_method
 
 from .conftest import make_site, open_local, worker_sites
 from .webclient import API, request

@@ -186,7 +186,7 @@ def test_member_list_is_for_sites(hub, pki):
 def test_results_belong_to_their_publisher(hub, pki):
     import dask
 
-    from federation.results import write_result
+    from federation.sitecalls import write_result
 
     with connect(hub, pki, "user-alice") as alice:
         mean = alice.open_dataset("awi/sst").sst.mean(["lat", "lon"])

@@ -93,7 +93,7 @@ def test_method_applied_to_another_sites_dataset_composes(fed, data_root):
 
 
 def test_arguments_are_validated_again_at_the_site(fed):
-    from federation.methods import run_method
+    from federation.sitecalls import run_method
 
     future = fed.client.submit(run_method, "awi/echo", "seven", pure=False)  # skips the proxy
     with pytest.raises(ArgumentError, match="awi/echo: parameter 'x'"):

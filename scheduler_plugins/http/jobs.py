@@ -1,6 +1,6 @@
 """The job runner: method calls submitted through the hub's own client, watched to the end.
 
-A call is two tasks: :func:`federation.methods.run_method` (the routing plugin runs it at
+A call is two tasks: :func:`federation.sitecalls.run_method` (the routing plugin runs it at
 the owning site) and :func:`.codec.encode_result` next to it, so only the result's JSON
 text leaves the site. A :class:`Job` tracks their progress (from the scheduler's
 transitions), status and result; finished jobs are kept ``federation.http.job-ttl``
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import dask
 
-from federation.methods import run_method
+from federation.sitecalls import run_method
 
 from .codec import encode_result
 from .common import API_PATH, setting

@@ -3,6 +3,9 @@ reference helpers; in-process hub (``gen_cluster``), milliseconds each."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from federation import protocol
@@ -67,9 +70,7 @@ def test_labels_and_references():
 
 
 def test_site_calls_are_recognised_by_identity():
-    from federation.methods import run_method
-    from federation.read import read_chunk
-    from federation.results import write_result
+    from federation.sitecalls import read_chunk, run_method, write_result
 
     assert [protocol.site_call_kind(f) for f in (read_chunk, run_method, write_result)] == [
         "dataset", "method", "result"]
@@ -79,6 +80,24 @@ def test_site_calls_are_recognised_by_identity():
 
     assert protocol.site_call_kind(read_chunk) is None
     assert protocol.site_call_kind(print) is None
+
+
+#: modules doing the site's work on its workers: neither a client nor the hub imports them
+WORKER_SIDE = ("federation.read", "federation.sitecontext", "federation.result_writer",
+               "federation.standing_update", "federation.versions")
+
+
+def test_client_and_hub_import_no_worker_side_module():
+    code = ("import sys, federation.client, scheduler_plugins, scheduler_plugins.http, "
+            "scheduler_plugins.dashboard; "
+            f"print([m for m in {WORKER_SIDE!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    # the site-bound calls the client puts in its graphs are importable without them
+    from federation import sitecalls
+
+    assert [module for module, _ in protocol.SITE_CALLS.values()] == [sitecalls.__name__] * 5
 
 
 def test_relay_lines_round_trip():

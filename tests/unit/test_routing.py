@@ -15,7 +15,7 @@ from dask import delayed
 from distributed import Event, wait
 
 from federation import PolicyError, SiteUnavailable
-from federation.read import read_chunk
+from federation.sitecalls import read_chunk
 
 from ..wait import async_wait
 from .hub import dataset, hub_cluster

@@ -11,7 +11,7 @@ from distributed.utils_test import async_poll_for
 
 from federation import protocol
 from federation.errors import SiteUnavailable
-from federation.read import read_chunk
+from federation.sitecalls import read_chunk
 from scheduler_plugins import CatalogPlugin, OutagePlugin, RoutingPlugin
 from scheduler_plugins.plugin import FederationPlugin, install_order
 from scheduler_plugins.scan import bindings
