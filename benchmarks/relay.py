@@ -1,7 +1,8 @@
 """Direct vs relayed (outbound-only) sites, in one run: time, throughput, CPU per GB.
 
-    python -m benchmarks.relay [--mb 100] [--size 200MB] [--repeats 5] [--loopback]
-                               [--bandwidth 100mbit] [--quick] [--out FILE]
+    python -m benchmarks.relay [--mb 100] [--size 200MB] [--repeats 5]
+                               [--loopback | --shaped] [--bandwidth 100mbit] [--quick]
+                               [--out FILE]
 
 Two federations with the same data run one after the other: both sites ``direct``,
 then both ``outbound-only`` (every cross-site connection through the hub's relay). For
@@ -18,8 +19,10 @@ the timed transfers (psutil ``cpu_times`` before and after).
 It runs twice: on loopback, unshaped (where the CPU is the bound), and — as root, with
 network namespaces — on the shaped network of :mod:`benchmarks.network` (hub, ``a`` and
 ``b`` each behind their own ``--bandwidth`` link, the driver in the ``client``
-namespace). ``--loopback`` runs only the first. Run it under ``flock /tmp/netns.lock``
-(fixed namespace names). ``--quick``: a few MB, one repeat (the CI smoke test).
+namespace). ``--loopback`` runs only the first, ``--shaped`` only the second. Each
+records the machine's load average before and after. Run it under ``flock
+/tmp/netns.lock`` (fixed namespace names). ``--quick``: a few MB, one repeat (the CI
+smoke test).
 """
 
 from __future__ import annotations
@@ -185,26 +188,36 @@ def _in_namespaces(args: argparse.Namespace, net: Namespaces) -> dict:
         return json.loads(out.read_text())
 
 
+def _loaded(run: Callable[[], dict]) -> dict:
+    """``run()``'s result with the 1, 5 and 15 min load averages before and after it."""
+    before = [round(x, 2) for x in os.getloadavg()]
+    result = run()
+    return {**result, "load": {"before": before,
+                               "after": [round(x, 2) for x in os.getloadavg()]}}
+
+
 def report(args: argparse.Namespace) -> dict:
-    """Loopback, then (as root) the shaped network, with the machine's load."""
+    """Loopback, then (as root) the shaped network."""
     result = {
         "date": datetime.date.today().isoformat(),
         "hub_relay_and_sites": f"on one machine ({os.cpu_count()} cores)",
         "data_per_site": args.size, "transfer_MB": args.mb, "repeats": args.repeats,
-        "load_before": [round(x, 2) for x in os.getloadavg()],
-        "loopback": measure(args.mb, args.size, args.repeats, Loopback()),
     }
+    if args.shaped:
+        result["loopback"] = {"skipped": "--shaped given"}
+    else:
+        result["loopback"] = _loaded(
+            lambda: measure(args.mb, args.size, args.repeats, Loopback()))
     ok, why = (False, "--loopback given") if args.loopback else can_use_namespaces()
     if ok:
         net = Namespaces([*ROLES.values(), "hub", "client"], bandwidth=args.bandwidth)
         net.setup()
         try:
-            result["shaped"] = _in_namespaces(args, net)
+            result["shaped"] = _loaded(lambda: _in_namespaces(args, net))
         finally:
             net.teardown()
     else:
         result["shaped"] = {"skipped": why}
-    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -216,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="200MB", help="data per site")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bandwidth", default="100mbit", help="each shaped link, each way")
-    parser.add_argument("--loopback", action="store_true", help="skip the shaped network")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--loopback", action="store_true", help="skip the shaped network")
+    only.add_argument("--shaped", action="store_true", help="skip loopback")
     parser.add_argument("--quick", action="store_true", help="8 MB, 8 MB per site, 1 repeat")
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
