@@ -46,6 +46,7 @@ class LocalFederation:
         tls: tuple[str, str, str] | None = None,
         hub_args: tuple[str, ...] = (),
         host: str = "127.0.0.1",
+        hub_wrapper: tuple[str, ...] = (),
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,8 @@ class LocalFederation:
         self.hub_args = hub_args
         #: the hub listens here; sites in other network namespaces reach it there
         self.host = host
+        #: prefixes the hub's command, e.g. ``("ip", "netns", "exec", "hub")``
+        self.hub_wrapper = hub_wrapper
         self.address = f"{'tls' if tls else 'tcp'}://{host}:{self.port}"
         self.processes: dict[str, subprocess.Popen] = {}
         #: where each process's run starts in its (appended) log file
@@ -108,7 +111,7 @@ class LocalFederation:
         self._spawn(
             "hub", "hub", "--host", self.host, "--port", str(self.port),
             "--relay-port", str(free_port()),
-            "--dashboard-address", dash, *tls, *self.hub_args,
+            "--dashboard-address", dash, *tls, *self.hub_args, wrapper=self.hub_wrapper,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

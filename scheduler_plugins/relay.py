@@ -7,8 +7,9 @@ over its own connection to the hub, so the hub knows who asks: the certificate w
 a site's relay token without), then connects here with the ticket. The relay asks the
 endpoint, over its control connection, to dial back with another one-time token and
 splices the two connections. After the one JSON line that opens a connection the relay
-only copies bytes, counting them per (from, to) — both ends named by the hub (the
-ticket's holder, the endpoint's registered site), never by the peer.
+only copies bytes — in the kernel, with ``os.splice`` (:mod:`.splice`) — counting them
+per (from, to), both ends named by the hub (the ticket's holder, the endpoint's
+registered site), never by the peer.
 
 Nothing a peer sends before it has authenticated (a ticket, a site's certificate and
 token, a dial-back token) costs more than one bounded line and a few seconds: a peer may
@@ -27,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import secrets
+import socket
 import ssl
 import time
 from collections import Counter
@@ -57,6 +60,7 @@ from federation.security import identity
 
 from .plugin import FederationPlugin
 from .quietlog import QuietLog
+from .splice import Splice
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
@@ -68,7 +72,6 @@ logger = logging.getLogger(__name__)
 #: how long a connect waits for the endpoint to dial back: less than the connector
 #: waits for our answer, so it hears why instead of timing out
 DIAL_TIMEOUT = relay_comm.DIAL_TIMEOUT - 5
-CHUNK = 256 * 1024
 
 def setting(key: str) -> Any:
     """``federation.relay.<key>`` from the hub's dask config (defaults: federation.yaml)."""
@@ -97,7 +100,8 @@ class RelayServer:
         #: the hub's server-side TLS context: control connections must use mutual TLS
         self.ssl: ssl.SSLContext | None = None
         self.server: asyncio.base_events.Server | None = None
-        self._spliced: dict[str, set[asyncio.StreamWriter]] = {}
+        #: site -> its relayed connections being copied
+        self._spliced: dict[str, set[Splice]] = {}
         #: unauthenticated connections per peer IP
         self._unauthenticated: Counter[str] = Counter()
         #: spliced connections per ticket holder
@@ -111,9 +115,11 @@ class RelayServer:
     def stop(self) -> None:
         if self.server is not None:
             self.server.close()
-        spliced = [w for writers in self._spliced.values() for w in writers]
-        for writer in [*self.endpoints.values(), *spliced]:
+        for writer in self.endpoints.values():
             writer.close()
+        for splices in self._spliced.values():
+            for splice in list(splices):
+                splice.close()
 
     def token_for(self, site: str) -> str:
         return self.tokens.setdefault(site, secrets.token_urlsafe(24))
@@ -121,10 +127,12 @@ class RelayServer:
     def reset(self, site: str) -> int:
         """Cut every relayed connection of ``site`` (its listeners reconnect)."""
         writers = [w for ep, w in self.endpoints.items() if ep.startswith(f"{site}/")]
-        writers += list(self._spliced.get(site, ()))
         for writer in writers:
             writer.transport.abort()
-        return len(writers)
+        splices = list(self._spliced.get(site, ()))
+        for splice in splices:
+            splice.close()
+        return len(writers) + len(splices)
 
     def issue(self, holder: str, origin: str, target: str) -> str:
         """A one-time ticket for ``holder`` (an identity, for limits) to connect to
@@ -274,10 +282,10 @@ class RelayServer:
             return None
         holder, origin, target, _ = ticket
         site = site_of_ref(target)
-        if len(self._spliced.get(site, ())) >= 2 * setting("max-connections-per-site"):
+        if len(self._spliced.get(site, ())) >= setting("max-connections-per-site"):
             self.quiet.log(logging.WARNING, "site-limit", "Relay refused a connection to "
                            "%s: the site has %d relayed connections", site,
-                           len(self._spliced[site]) // 2)
+                           len(self._spliced[site]))
             await _reply(writer, (
                 f"site {site!r} has too many relayed connections; raise "
                 "federation.relay.max-connections-per-site at the hub"
@@ -306,34 +314,37 @@ class RelayServer:
             writer.close()
             return
         await _reply(writer)
+        try:
+            sock, prefix = await _take_over(reader, writer)
+            try:
+                peer_sock, peer_prefix = await _take_over(peer_reader, peer_writer)
+            except BaseException:
+                sock.close()
+                raise
+        except BaseException:
+            peer_writer.transport.abort()
+            raise
         site = site_of_ref(target)
+        forward, back = (origin, site), (site, origin)
+
+        def count_forward(n: int) -> None:
+            self.carried[forward] += n
+
+        def count_back(n: int) -> None:
+            self.carried[back] += n
+
+        splice = Splice(sock, peer_sock, prefix, peer_prefix, count_forward, count_back)
         spliced = self._spliced.setdefault(site, set())
-        spliced.update((writer, peer_writer))
+        spliced.add(splice)
         self._holders[holder] += 1
         try:
-            await asyncio.gather(
-                self._pump(reader, peer_writer, (origin, site)),
-                self._pump(peer_reader, writer, (site, origin)),
-            )
+            await splice.run()
         finally:
-            spliced.difference_update((writer, peer_writer))
+            splice.close()
+            spliced.discard(splice)
             self._holders[holder] -= 1
             if not self._holders[holder]:
                 del self._holders[holder]
-
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: tuple[str, str]
-    ) -> None:
-        try:
-            while data := await reader.read(CHUNK):
-                writer.write(data)
-                self.carried[pair] += len(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            # one direction ended: end both, as a direct TCP connection would
-            writer.close()
 
 
 async def _read_line(reader: asyncio.StreamReader) -> dict:
@@ -345,6 +356,23 @@ async def _reply(writer: asyncio.StreamWriter, error: str | None = None) -> None
     """Answer an opening: go ahead, or the ``error`` that refuses it."""
     writer.write(relay_reply(error))
     await writer.drain()
+
+
+async def _take_over(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> tuple[socket.socket, bytes]:
+    """The connection's socket, taken from asyncio's transport once our replies are sent,
+    and the bytes its reader already holds (the peer may speak right after its line)."""
+    transport = writer.transport
+    transport.pause_reading()
+    transport.set_write_buffer_limits(high=0)  # drain() returns once all is sent
+    await writer.drain()
+    sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    sock.setblocking(False)
+    # asyncio has no public way to take back what a StreamReader buffered
+    prefix = bytes(reader._buffer)
+    transport.abort()  # closes asyncio's descriptor; the duplicate keeps the connection
+    return sock, prefix
 
 
 def _raise_fd_limit() -> None:
