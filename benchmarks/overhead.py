@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import dask
+import psutil
 from distributed import Client
 
 from federation.catalog import describe_dataset
@@ -32,7 +33,7 @@ from federation.sources import ZarrSource
 
 from .cluster import free_port
 from .data import write_tiny
-from .measure import _pid, cpu_seconds
+from .measure import Sampler, _pid, cpu_seconds
 
 #: tasks per time step of ``x.mean()`` (read, per-chunk reduction, tree), measured:
 #: 144,930 tasks for 2 x 24,155 steps
@@ -75,9 +76,9 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
     names = spec.get("variants", ("off", "on"))  # "on-nocaps": the plugins minus capabilities
     variants = [(v, steps) for _ in range(repeats) for v in names]
     if spec.get("diagnose", True):
-        variants += [("off", small), ("on-noqueue", small)]
-        if spec.get("profile", True):
-            variants.append(("on-profile", small))
+        extra = spec.get("diagnose_variants") or (
+            "off", "on-noqueue", *(("on-profile",) if spec.get("profile", True) else ()))
+        variants += [(v, small) for v in extra]
     prefix = net.prefix("client")  # everything on the client's loopback: CPU, not network
     runs = []
     profile_file = workdir / "overhead-plugins.prof"
@@ -95,8 +96,12 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
                 args += ["--profile", str(profile_file)]
             if variant == "on-nocaps":
                 args.append("--no-capabilities")
-            env = ({"DASK_FEDERATION__SITE_QUEUE__ENABLED": "False"}
-                   if variant == "on-noqueue" else {})
+            # the hub's per-user graph limit (1 000 000 tasks) would refuse the largest
+            # graphs, which are what is measured
+            env = {"DASK_FEDERATION__FAIR_SHARE__MAX_GRAPH_TASKS": str(2 * n_tasks + 1000),
+                   "DASK_FEDERATION__FAIR_SHARE__MAX_TASKS_IN_FLIGHT": str(4 * n_tasks + 1000)}
+            if variant == "on-noqueue":
+                env["DASK_FEDERATION__SITE_QUEUE__ENABLED"] = "False"
             procs.spawn(f"ovh-sched-{i}", prefix, *args, env=env)
         for i in addresses:
             procs.wait_for(f"ovh-sched-{i}", "scheduler at")
@@ -123,16 +128,24 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
                 # warm-up: open the datasets at both workers
                 for ref in infos:
                     build_dataset(infos[ref], None).x[:4].mean().compute(scheduler=client)
+                rss0 = psutil.Process(sched_pid).memory_info().rss
                 cpu0 = cpu_seconds(sched_pid)
                 t0 = time.perf_counter()
-                value = float(obj.compute(scheduler=client))
+                with Sampler({"scheduler": sched_pid}, interval=0.5) as peak:
+                    value = float(obj.compute(scheduler=client))
                 wall = time.perf_counter() - t0
                 cpu = cpu_seconds(sched_pid) - cpu0
+            # the scheduler's memory per task: its peak RSS above the idle one (the whole
+            # graph is held while it runs; the sampling misses peaks shorter than 0.5 s)
+            rss = max(peak.peak["scheduler"], rss0) - rss0
             run = {"variant": variant, "tasks": tasks, "wall_s": wall, "scheduler_cpu_s": cpu,
-                   "cpu_per_task_us": cpu / tasks * 1e6, "result": value}
+                   "cpu_per_task_us": cpu / tasks * 1e6, "result": value,
+                   "rss_idle_bytes": rss0, "rss_peak_delta_bytes": rss,
+                   "rss_per_task_bytes": rss / tasks}
             runs.append(run)
             log(f"  plugins {variant:10s} {tasks:,} tasks  {wall:6.1f} s wall  "
-                f"scheduler CPU {cpu:6.1f} s = {run['cpu_per_task_us']:.0f} µs/task")
+                f"scheduler CPU {cpu:6.1f} s = {run['cpu_per_task_us']:.0f} µs/task, "
+                f"{run['rss_per_task_bytes']:,.0f} B/task")
             for site in SITES:  # done with this variant: free the machine
                 procs.stop(f"ovh-{site}-{i}")
             procs.stop(f"ovh-sched-{i}")  # the profiled one writes its stats now

@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
@@ -46,12 +47,31 @@ def _timed(fn, n: int) -> list[float]:
     return times
 
 
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    """RSS of a site process and its workers."""
+    return sum(p.memory_info().rss for p in (proc, *proc.children(recursive=True)))
+
+
+def _check_memory(min_free: int) -> None:
+    """Stop before the sites exhaust a shared machine's memory."""
+    free = psutil.virtual_memory().available
+    if free < min_free:
+        raise SystemExit(f"only {free / 2**30:.1f} GiB of memory left while starting sites "
+                         f"(--min-free {min_free / 2**30:.1f} GiB); run fewer sites")
+
+
 def _get(url: str) -> int:
     with urllib.request.urlopen(url, timeout=120) as r:
         return len(r.read())
 
 
-def run(sites: int, datasets: int, idle: float, workdir: Path, log=print) -> dict:
+def run(sites: int, datasets: int, idle: float, workdir: Path, log=print,
+        min_free: int = 2 * 2**30) -> dict:
     store = write_dataset("sst", workdir / "tiny.zarr", "1MiB", chunk_days=30)
     per_site = [datasets // sites + (i < datasets % sites) for i in range(sites)]
     configs = []
@@ -67,23 +87,30 @@ def run(sites: int, datasets: int, idle: float, workdir: Path, log=print) -> dic
                  os.getloadavg()[0]}
     with LocalFederation(workdir / "logs") as lf:
         hub = psutil.Process(lf.processes["hub"].pid)
+        hub_cpu0 = _cpu(hub)
         started = time.perf_counter()
         procs = {cfg.stem: lf.start_site(cfg, wait=False) for cfg in configs}
         for name, proc in procs.items():
+            _check_memory(min_free)
             lf.wait_for_site(name, proc, timeout=1800)
         fed = lf.connect(timeout="120s")
         try:
             while len(fed.sites()) < sites:
                 time.sleep(0.5)
             out["registration_s"] = time.perf_counter() - started
+            # the hub's part of it: the rest is the sites describing their datasets
+            # (all on this machine's cores at once)
+            out["hub_cpu_registration_s"] = _cpu(hub) - hub_cpu0
+            out["site_processes_rss_bytes"] = sum(
+                _tree_rss(psutil.Process(p.pid)) for p in procs.values())
             out["load_1min_registered"] = os.getloadavg()[0]
-            log(f"{sites} sites registered in {out['registration_s']:.1f} s")
+            log(f"{sites} sites registered in {out['registration_s']:.1f} s (hub CPU "
+                f"{out['hub_cpu_registration_s']:.1f} s)")
 
-            cpu0, t0 = hub.cpu_times(), time.perf_counter()
+            cpu0, t0 = _cpu(hub), time.perf_counter()
             time.sleep(idle)
-            cpu1, t1 = hub.cpu_times(), time.perf_counter()
-            out["hub_idle_cpu_fraction"] = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) \
-                / (t1 - t0)
+            cpu1, t1 = _cpu(hub), time.perf_counter()
+            out["hub_idle_cpu_fraction"] = (cpu1 - cpu0) / (t1 - t0)
             out["hub_rss_bytes"] = hub.memory_info().rss
             out["idle_s"] = t1 - t0
             log(f"hub idle: {100 * out['hub_idle_cpu_fraction']:.1f} % of a core")
@@ -118,14 +145,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sites", type=int, default=50)
     p.add_argument("--datasets", type=int, default=10_000, help="in all, spread over sites")
     p.add_argument("--idle", type=float, default=30, help="seconds of idle hub CPU sampling")
-    p.add_argument("--quick", action="store_true", help="4 sites, 40 datasets, 5 s idle")
+    p.add_argument("--quick", action="store_true", help="2 sites, 10 datasets, 2 s idle")
     p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--min-free", type=float, default=2.0,
+                   help="GiB of memory that must stay available while sites start")
     a = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # progress of a long run, as it goes
     if a.quick:
-        a.sites, a.datasets, a.idle = 4, 40, 5
+        a.sites, a.datasets, a.idle = 2, 10, 2
     with tempfile.TemporaryDirectory(prefix="fedscale-") as tmp:
         report = {"date": datetime.date.today().isoformat(), "cpus": os.cpu_count(),
-                  **run(a.sites, a.datasets, a.idle, Path(tmp))}
+                  **run(a.sites, a.datasets, a.idle, Path(tmp),
+                        min_free=int(a.min_free * 2**30))}
     text = json.dumps(report, indent=1)
     if a.out:
         Path(a.out).write_text(text)

@@ -164,17 +164,18 @@ def scan_catalog(cfg: SiteConfig) -> list[DatasetInfo]:
     dataset."""
     infos = []
     log = VersionLog(cfg.site, versions_dir(cfg))
-    for name, ds_cfg in cfg.datasets.items():
-        source = check_source(cfg, name)
-        try:
-            infos.append(describe_config(cfg, name, source, log))
-        except Exception as e:  # any reader error: corrupt store, wrong engine, bad option
-            engine = source.engine or "guessed"
-            raise ConfigError(
-                f"datasets.{name}: cannot open {ds_cfg.path!r} with the {engine} engine "
-                f"and open_options {ds_cfg.open_options}: {type(e).__name__}: {e}. Fix the "
-                "path, the file, 'engine:' or 'open_options:'"
-            ) from None
+    with log.batch():  # one write of the version log for the whole catalog
+        for name, ds_cfg in cfg.datasets.items():
+            source = check_source(cfg, name)
+            try:
+                infos.append(describe_config(cfg, name, source, log))
+            except Exception as e:  # any reader error: corrupt store, wrong engine, bad option
+                engine = source.engine or "guessed"
+                raise ConfigError(
+                    f"datasets.{name}: cannot open {ds_cfg.path!r} with the {engine} engine "
+                    f"and open_options {ds_cfg.open_options}: {type(e).__name__}: {e}. Fix "
+                    "the path, the file, 'engine:' or 'open_options:'"
+                ) from None
     return infos
 
 

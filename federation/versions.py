@@ -173,6 +173,8 @@ class VersionLog:
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, f"federation-versions-{site}.json")
         self._cache: tuple[tuple[int, int], dict[str, Any]] | None = None
+        #: the log's content while :meth:`batch` holds it (written once at the end)
+        self._held: dict[str, Any] | None = None
 
     @staticmethod
     def key(ref: str, source: Source) -> str:
@@ -194,6 +196,9 @@ class VersionLog:
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
+        if self._held is not None:  # inside batch(): it writes the file once
+            yield self._held
+            return
         with open(self.path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._cache = None
@@ -203,6 +208,18 @@ class VersionLog:
             with open(tmp, "w") as f:
                 json.dump(data, f)
             os.replace(tmp, self.path)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Record many entries with one write of the log (a site describing its whole
+        catalog at start-up): each :meth:`record` rewrites the file, which made a
+        catalog of n datasets cost O(n²). Other processes wait for the lock meanwhile."""
+        with self._locked() as data:
+            self._held = data
+            try:
+                yield
+            finally:
+                self._held = None
 
     def entries(self, key: str) -> list[Entry]:
         return [Entry(**e) for e in self._load().get(key, {}).get("versions", ())]

@@ -44,6 +44,8 @@ class Computation:
     """What one submitted graph reads per site, and what it moved so far."""
 
     client: str
+    #: ``federation.raw-move-warning`` when it was submitted (read once, not per task)
+    share: float = 0.0
     started: float = field(default_factory=time.time)
     #: site -> datasets (``site/name``) the computation reads there
     reads: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -88,7 +90,7 @@ class MovesPlugin(FederationPlugin):
     def update_graph(
         self, scheduler: Scheduler, *, client: str, tasks: list, **kwargs: Any
     ) -> None:
-        comp = Computation(client)
+        comp = Computation(client, share=self.share())
         self.recent.append(comp)
         graph = self.state.graph
         for ts in graph.tasks:
@@ -117,7 +119,7 @@ class MovesPlugin(FederationPlugin):
         if finish == "erred":
             comp.erred += 1
             return
-        if finish != "processing" or comp.warned or self.share() <= 0:
+        if finish != "processing" or comp.warned or comp.share <= 0:
             return
         ts = self.state.scheduler.tasks.get(key)
         ws = ts.processing_on if ts is not None else None
@@ -146,7 +148,7 @@ class MovesPlugin(FederationPlugin):
     def _check(self, comp: Computation, source: str) -> None:
         raw = self._raw(comp.reads.get(source, set()))
         moved = comp.moved[source]
-        if not raw or moved <= self.share() * raw:
+        if not raw or moved <= comp.share * raw:
             return
         comp.warned = True
         datasets = ", ".join(sorted(comp.reads[source]))
@@ -156,7 +158,7 @@ class MovesPlugin(FederationPlugin):
             f"({format_bytes(raw)}). A task that needs data of two sites (e.g. an "
             "element-wise product of their fields) fetches one side whole; reduce each "
             "site's data first (e.g. .mean(...)) to move less. This warning appears above "
-            f"federation.raw-move-warning ({self.share():g} of the raw bytes)"
+            f"federation.raw-move-warning ({comp.share:g} of the raw bytes)"
         )
         logger.info("Computation of client %s: %s", comp.client, message)
         scheduler = self.state.scheduler

@@ -11,6 +11,7 @@ what was waiting.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -73,11 +74,17 @@ class OutagePlugin(FederationPlugin):
     def check(self) -> None:
         scheduler = self.state.scheduler
         now = monotonic()
-        waiting: dict[str, list[TaskState]] = {}
+        # labels of the tasks in no-worker: parked reads' from the site queue (a big
+        # graph parks hundreds of thousands: only a dict look-up each), others' from
+        # their restrictions
+        parked = self.routing.parked
+        waiting: dict[str, list[TaskState]] = defaultdict(list)
+        parked_labels: set[str] = set()
         for ts in scheduler.unrunnable:
-            label = self.routing.waiting_label(ts)
-            if label is not None:
-                waiting.setdefault(label, []).append(ts)
+            if (label := parked.get(ts.key)) is not None:
+                parked_labels.add(label)
+            elif (label := self.routing.waiting_label(ts)) is not None:
+                waiting[label].append(ts)
         served = {
             label
             for ws in scheduler.workers.values()
@@ -86,9 +93,13 @@ class OutagePlugin(FederationPlugin):
         }
         # a site whose batch jobs are queued is coming, not down
         down = {
-            label for label in waiting
+            label for label in parked_labels | waiting.keys()
             if label not in served and not self.state.starting_workers(label_site(label))
         }
+        if down & parked_labels:  # rare: a site is down; its parked reads by label
+            for ts in scheduler.unrunnable:
+                if (label := parked.get(ts.key)) in down:
+                    waiting[label].append(ts)
         for label in list(self.down_since):
             if label not in down:
                 del self.down_since[label]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.approaches import APPROACHES
+from benchmarks.schedscale import markdown, summarise
 from benchmarks.workloads import WORKLOADS, agrees
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +69,28 @@ def test_benchmark_runner_in_loopback_mode_on_tiny_data(tmp_path):
     assert overhead["tasks"] > 1000
     assert all(r["scheduler_cpu_s"] > 0 for r in overhead["runs"])
     assert "overhead_pct" in overhead
+    # the scale tables (benchmarks.schedscale) from the same runs: CPU and memory per task
+    assert all(r["rss_peak_delta_bytes"] >= 0 and r["rss_idle_bytes"] > 0
+               for r in overhead["runs"])
+    row = summarise({**overhead, "load_1min_before": 0.0, "seconds": 1.0})
+    assert row["tasks"] == overhead["tasks"] and row["cpu_ratio"] > 0
+    assert f"| {overhead['tasks']:,} |" in markdown({"date": "d", "cpus": 2, "sizes": [row]})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_scale_benchmark_quick(tmp_path):
+    """Many sites at one hub, in its smallest form: the report has every figure."""
+    out = tmp_path / "scale.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.scale", "--quick", "--out", str(out)],
+                   cwd=REPO, check=True, timeout=280, stdout=subprocess.DEVNULL)
+    report = json.loads(out.read_text())
+    assert (report["sites"], report["datasets"]) == (2, 10)
+    assert report["catalog"]["rows"] == 10
+    assert report["registration_s"] > 0 and report["hub_cpu_registration_s"] > 0
+    assert report["hub_idle_cpu_fraction"] >= 0
+    assert {"federation", "status"} <= report["dashboard"].keys()
+    assert report["dashboard"]["federation"]["bytes"] > 0
 
 
 def _namespaces_or_skip() -> None:

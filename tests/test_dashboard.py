@@ -8,6 +8,7 @@ import json
 import time
 import urllib.request
 
+import dask
 import xarray as xr
 
 from scheduler_plugins.dashboard import DashboardPlugin, TrafficHistory
@@ -73,6 +74,18 @@ def test_page_models_in_process(tmp_path):
             # no snapshot is a minute old: the window starts at the oldest one
             assert cells[("awi", "geomar")] == 2048 and cells[("awi", "client")] == 10
             assert dict(parts["datasets"].source.data)["dataset"] == ["awi/sst"]
+            # a big catalog: at most max-rows rows, the filter box finds the others
+            state.register("geomar", "s2", "tcp://y", [
+                describe_dataset("geomar", f"d{i}", ds, "") for i in range(3)])
+            datasets = parts["datasets"]
+            with dask.config.set({"federation.dashboard.max-rows": 2}):
+                page.update_slow()
+                assert datasets.source.data["dataset"] == ["awi/sst", "geomar/d0"]
+                assert datasets.rows.note.text == "first 2 of 4; filter to find the others"
+                datasets.rows.box.value = "geomar/d2"
+                page.update_slow()
+                assert datasets.source.data["dataset"] == ["geomar/d2"]
+                assert parts["versions"].source.data["dataset"] == ["awi/sst", "geomar/d0"]
             assert "4.01 kiB crossed" in parts["title"].root.text  # 4096 + 10 bytes
             # registered as a dashboard page, listed in the navigation
             assert plugin.page_mounted

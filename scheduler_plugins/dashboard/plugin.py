@@ -63,4 +63,5 @@ class DashboardPlugin(SchedulerPlugin):
         self.sampler.stop()
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        self.sampler.active = True
         self.tasks.transition(key, start, finish)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from federation.protocol import site_of_ref
 
-from .base import Component, PageView, fit, fmt_bytes, set_data, table
+from .base import CatalogRows, Component, PageView, fit, fmt_bytes, set_data, table
 
 
 class DatasetsTable(Component):
@@ -13,14 +13,16 @@ class DatasetsTable(Component):
     slow = True
 
     def __init__(self) -> None:
-        self.source, self.root = table("datasets", [
+        self.source, self.table = table("datasets", [
             ("dataset", "Dataset"), ("kind", "Kind"), ("variables", "Variables"),
             ("dims", "Dimensions"), ("dtype", "Type"), ("size", "Size"),
             ("description", "Description"),
         ], height=160)
+        self.rows = CatalogRows("datasets")
+        self.root = self.rows.layout(self.table)
 
     def update(self, view: PageView) -> None:
-        rows = view.datasets
+        rows = self.rows.select(view.datasets)
         set_data(self.source, {
             "dataset": [ref for ref, _ in rows],
             "kind": ["result" if ref in view.results else "dataset" for ref, _ in rows],
@@ -30,7 +32,7 @@ class DatasetsTable(Component):
             "size": [fmt_bytes(i.nbytes) for _, i in rows],
             "description": [i.description for _, i in rows],
         })
-        fit(self.root, len(rows))
+        fit(self.table, len(rows))
 
 
 class MethodsTable(Component):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from .base import Component, PageView, fit, set_data, table
+from .base import CatalogRows, Component, PageView, fit, set_data, table
 
 
 def when(changed: float | None) -> str:
@@ -21,17 +21,19 @@ class VersionsTable(Component):
     slow = True
 
     def __init__(self) -> None:
-        self.source, self.root = table("versions", [
+        self.source, self.table = table("versions", [
             ("dataset", "Dataset"), ("version", "Version"),
             ("changed", "Last change noticed"), ("dims", "Dimensions"),
         ], height=120)
+        self.rows = CatalogRows("versions")
+        self.root = self.rows.layout(self.table)
 
     def update(self, view: PageView) -> None:
-        rows = view.datasets
+        rows = self.rows.select(view.datasets)
         set_data(self.source, {
             "dataset": [ref for ref, _ in rows],
             "version": [info.version for _, info in rows],
             "changed": [when(info.changed) for _, info in rows],
             "dims": [", ".join(f"{d}: {n}" for d, n in info.dims.items()) for _, info in rows],
         })
-        fit(self.root, len(rows))
+        fit(self.table, len(rows))
