@@ -127,6 +127,27 @@ def remote_reads(stream: list[dict], sites: dict[str, str], chunk_bytes) -> tupl
     return total, n
 
 
+def idle_thread_seconds(stream: list[dict], nthreads: dict[str, int]) -> float:
+    """Thread-seconds the workers that ran tasks spent not computing, each between its
+    first task's start and its last task's end (from the task stream's ``compute``
+    intervals; ``nthreads``: worker address -> threads).
+
+    Besides what the graph's shape imposes (a combination waiting for its inputs), this
+    is the time threads waited for the scheduler — the site queue's admissions among
+    it — so the federation's excess over hand-pinned Dask is what its round trips cost.
+    """
+    spans: dict[str, list[float]] = {}
+    busy: dict[str, float] = defaultdict(float)
+    for entry in stream:
+        for ss in entry.get("startstops", ()):
+            if ss.get("action") == "compute":
+                span = spans.setdefault(entry["worker"], [ss["start"], ss["stop"]])
+                span[0], span[1] = min(span[0], ss["start"]), max(span[1], ss["stop"])
+                busy[entry["worker"]] += ss["stop"] - ss["start"]
+    return sum(max(nthreads.get(w, 1) * (b - a) - busy[w], 0.0)
+               for w, (a, b) in spans.items())
+
+
 class Timer:
     def __enter__(self) -> Timer:
         self.start = time.perf_counter()

@@ -65,8 +65,10 @@ def rows(results: dict) -> list[dict]:
                            fed_queue_depth=(msgs["depth_sum"] / msgs["label_releases"]
                                             if msgs.get("label_releases") else None),
                            fed_tasks=fed["tasks"])
+                row["fed_idle_thread_s"] = fed.get("idle_thread_s")
             if pin and "error" not in pin:
                 row["pinned_to_sites_batches"] = pin.get("messages", {}).get("to_sites_batches")
+                row["pinned_idle_thread_s"] = pin.get("idle_thread_s")
             out.append(row)
     return out
 
@@ -81,11 +83,13 @@ def markdown(results: dict) -> list[str]:
              "that had nothing to run — the first one per site and computation is the "
              "start, every further one a round trip the site waited for); *depth*: the tasks "
              "per thread the site queue allowed, mean over its releases (saturation, or "
-             "more to prefetch a round trip's worth of reads).", "",
+             "more to prefetch a round trip's worth of reads); *idle thread-s*: seconds the "
+             "threads of the workers that ran tasks spent not computing between their "
+             "first and last task (federation / hand-pinned).", "",
              "| workload | RTT ms | " + " | ".join(SWEEP_APPROACHES)
              + " | fed / pinned | fed / site-local | fed crossed | fed batches "
-               "| pinned batches | admissions (reads; idle) | depth | load |",
-             "| --- | ---: |" + " ---: |" * (len(SWEEP_APPROACHES) + 8)]
+               "| pinned batches | admissions (reads; idle) | depth | idle thread-s | load |",
+             "| --- | ---: |" + " ---: |" * (len(SWEEP_APPROACHES) + 9)]
     by = by_rtt(results)
     for row in rows(results):
         times = " | ".join(_t(by.get((row["workload"], row["rtt_ms"], a)))
@@ -99,6 +103,7 @@ def markdown(results: dict) -> list[str]:
             f"{row.get('fed_to_sites_batches', '–')} | {row.get('pinned_to_sites_batches', '–')} | "
             f"{'–' if adm is None else f'{adm} ({admitted}; {idle})'} | "
             f"{_fmt(row.get('fed_queue_depth'))} | "
+            f"{_fmt(row.get('fed_idle_thread_s'))} / {_fmt(row.get('pinned_idle_thread_s'))} | "
             f"{'–' if load is None else f'{load:.1f}'} |")
     return lines
 
