@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import psutil
@@ -127,6 +127,27 @@ def remote_reads(stream: list[dict], sites: dict[str, str], chunk_bytes) -> tupl
     return total, n
 
 
+def idle_thread_seconds(stream: list[dict], nthreads: dict[str, int]) -> float:
+    """Thread-seconds the workers that ran tasks spent not computing, each between its
+    first task's start and its last task's end (from the task stream's ``compute``
+    intervals; ``nthreads``: worker address -> threads).
+
+    Besides what the graph's shape imposes (a combination waiting for its inputs), this
+    is the time threads waited for the scheduler — the site queue's admissions among
+    it — so the federation's excess over hand-pinned Dask is what its round trips cost.
+    """
+    spans: dict[str, list[float]] = {}
+    busy: dict[str, float] = defaultdict(float)
+    for entry in stream:
+        for ss in entry.get("startstops", ()):
+            if ss.get("action") == "compute":
+                span = spans.setdefault(entry["worker"], [ss["start"], ss["stop"]])
+                span[0], span[1] = min(span[0], ss["start"]), max(span[1], ss["stop"])
+                busy[entry["worker"]] += ss["stop"] - ss["start"]
+    return sum(max(nthreads.get(w, 1) * (b - a) - busy[w], 0.0)
+               for w, (a, b) in spans.items())
+
+
 class Timer:
     def __enter__(self) -> Timer:
         self.start = time.perf_counter()
@@ -140,10 +161,12 @@ def _scheduler_messages(dask_scheduler) -> dict[str, int]:
     """Batches and messages the scheduler sent to workers (``BatchedSend`` counters), and
     the site queue's admissions so far (see :func:`_count_admissions`)."""
     comms = list(dask_scheduler.stream_comms.values())
+    admissions, admitted, idle, depths, releases = getattr(
+        dask_scheduler, "_bench_admissions", [0, 0, 0, 0.0, 0])
     return {"batches": sum(c.batch_count for c in comms),
             "messages": sum(c.message_count for c in comms),
-            "admissions": getattr(dask_scheduler, "_bench_admissions", [0, 0])[0],
-            "admitted": getattr(dask_scheduler, "_bench_admissions", [0, 0])[1]}
+            "admissions": admissions, "admitted": admitted, "idle_admissions": idle,
+            "depth_sum": depths, "label_releases": releases}
 
 
 def _worker_messages(dask_worker) -> dict[str, int]:
@@ -152,8 +175,27 @@ def _worker_messages(dask_worker) -> dict[str, int]:
     return {"batches": stream.batch_count, "messages": stream.message_count}
 
 
+def _site_view(dask_scheduler, queue, labels) -> dict[str, tuple[bool, float]]:
+    """Per label: whether its workers have a thread with nothing to run (fewer tasks
+    processing than threads: a read admitted there now was waited for), and the tasks per
+    thread the site queue allows there now (its ``per_thread``, 0 if unknown)."""
+    view = {}
+    for label in labels:
+        workers = [ws for ws in dask_scheduler.workers.values() if label in ws.resources]
+        idle = sum(len(ws.processing) for ws in workers) < sum(ws.nthreads for ws in workers)
+        per_thread = getattr(queue, "per_thread", None)
+        depth = per_thread(workers, queue.queues.get(label, {})) if per_thread and workers else 0
+        view[label] = (idle, float(depth))
+    return view
+
+
 def _count_admissions(dask_scheduler) -> bool:
-    """Count the site queue's admission rounds that released at least one parked read.
+    """Count the site queue's admission rounds that released at least one parked read,
+    the reads released, and the (label, round) pairs that released reads into a site
+    with an idle thread — after a site's first admission of a computation, each such one
+    is a round trip the site's threads waited for (prefetch keeps it at zero) — and the
+    sum of the tasks per thread the queue allowed at each release (their mean: the
+    prefetch depth it chose).
 
     Measurement only: wraps the site queue's ``admit`` (the routing plugin's
     ``queue``, found by its ``parked`` dict) on this scheduler. Each such round follows
@@ -165,14 +207,20 @@ def _count_admissions(dask_scheduler) -> bool:
         admit, parked = getattr(plugin, "admit", None), getattr(plugin, "parked", None)
         if admit is None or not isinstance(parked, dict) or hasattr(admit, "_bench"):
             continue
-        counts = dask_scheduler._bench_admissions = [0, 0]
+        counts = dask_scheduler._bench_admissions = [0, 0, 0, 0.0, 0]
 
-        def counted(admit=admit, parked=parked, counts=counts):
-            before = len(parked)
+        def counted(admit=admit, parked=parked, counts=counts, queue=plugin):
+            before = Counter(parked.values())
+            view = _site_view(dask_scheduler, queue, before)
             admit()
-            if len(parked) < before:
+            after = Counter(parked.values())
+            released = [label for label in before if after[label] < before[label]]
+            if released:
                 counts[0] += 1
-                counts[1] += before - len(parked)
+                counts[1] += before.total() - after.total()
+                counts[2] += sum(view[label][0] for label in released)
+                counts[3] += sum(view[label][1] for label in released)
+                counts[4] += len(released)
 
         counted._bench = True
         plugin.admit = counted
@@ -188,4 +236,6 @@ def message_counts(client: Client) -> dict[str, int]:
     return {"to_sites_batches": sched["batches"], "to_sites_messages": sched["messages"],
             "from_sites_batches": sum(w["batches"] for w in workers),
             "from_sites_messages": sum(w["messages"] for w in workers),
-            "admissions": sched["admissions"], "admitted_reads": sched["admitted"]}
+            "admissions": sched["admissions"], "admitted_reads": sched["admitted"],
+            "idle_admissions": sched["idle_admissions"], "depth_sum": sched["depth_sum"],
+            "label_releases": sched["label_releases"]}

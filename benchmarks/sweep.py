@@ -61,9 +61,14 @@ def rows(results: dict) -> list[dict]:
                            fed_to_sites_batches=msgs.get("to_sites_batches"),
                            fed_admissions=msgs.get("admissions"),
                            fed_admitted_reads=msgs.get("admitted_reads"),
+                           fed_idle_admissions=msgs.get("idle_admissions"),
+                           fed_queue_depth=(msgs["depth_sum"] / msgs["label_releases"]
+                                            if msgs.get("label_releases") else None),
                            fed_tasks=fed["tasks"])
+                row["fed_idle_thread_s"] = fed.get("idle_thread_s")
             if pin and "error" not in pin:
                 row["pinned_to_sites_batches"] = pin.get("messages", {}).get("to_sites_batches")
+                row["pinned_idle_thread_s"] = pin.get("idle_thread_s")
             out.append(row)
     return out
 
@@ -74,24 +79,31 @@ def markdown(results: dict) -> list[str]:
              "on its local files, no hub, no network: the bound). *batches*: messages "
              "batches the scheduler sent to the site workers during the computation "
              "(each one a site waits for); *admissions*: site-queue rounds that released "
-             "parked reads (reads released) — each follows a site's report, so costs a "
-             "round trip.", "",
+             "parked reads (reads released; *idle*: releases into a site with a thread "
+             "that had nothing to run — the first one per site and computation is the "
+             "start, every further one a round trip the site waited for); *depth*: the tasks "
+             "per thread the site queue allowed, mean over its releases (saturation, or "
+             "more to prefetch a round trip's worth of reads); *idle thread-s*: seconds the "
+             "threads of the workers that ran tasks spent not computing between their "
+             "first and last task (federation / hand-pinned).", "",
              "| workload | RTT ms | " + " | ".join(SWEEP_APPROACHES)
              + " | fed / pinned | fed / site-local | fed crossed | fed batches "
-               "| pinned batches | admissions (reads) | load |",
-             "| --- | ---: |" + " ---: |" * (len(SWEEP_APPROACHES) + 7)]
+               "| pinned batches | admissions (reads; idle) | depth | idle thread-s | load |",
+             "| --- | ---: |" + " ---: |" * (len(SWEEP_APPROACHES) + 9)]
     by = by_rtt(results)
     for row in rows(results):
         times = " | ".join(_t(by.get((row["workload"], row["rtt_ms"], a)))
                            for a in SWEEP_APPROACHES)
         crossed, adm, load = row.get("fed_cross_bytes"), row.get("fed_admissions"), row["load_1min"]
-        admitted = row.get("fed_admitted_reads")
+        admitted, idle = row.get("fed_admitted_reads"), row.get("fed_idle_admissions")
         lines.append(
             f"| {row['workload']} | {row['rtt_ms']:g} | {times} | "
             f"{_fmt(row['fed_over_pinned'])} | {_fmt(row['fed_over_site_local'])} | "
             f"{'–' if crossed is None else f'{crossed / 1024:,.1f} KiB'} | "
             f"{row.get('fed_to_sites_batches', '–')} | {row.get('pinned_to_sites_batches', '–')} | "
-            f"{'–' if adm is None else f'{adm} ({admitted})'} | "
+            f"{'–' if adm is None else f'{adm} ({admitted}; {idle})'} | "
+            f"{_fmt(row.get('fed_queue_depth'))} | "
+            f"{_fmt(row.get('fed_idle_thread_s'))} / {_fmt(row.get('pinned_idle_thread_s'))} | "
             f"{'–' if load is None else f'{load:.1f}'} |")
     return lines
 

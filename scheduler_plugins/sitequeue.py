@@ -7,6 +7,15 @@ label (a dataset's label: the sites holding it or a replica) in batches: up to
 ``saturation`` tasks per thread of the label's workers and while their memory allows,
 like distributed's ``worker-saturation`` queuing but per site.
 
+**Prefetch.** A slot that frees up is refilled one hub round trip later (the worker's
+report travels to the hub, the admitted read back). Where that is longer than a read, a
+thread with only ``saturation`` tasks would wait for the hub, once per refill — latency
+would cost a round trip per admission. So each thread is given enough reads to run
+``prefetch`` round trips' worth of them: ``1 + prefetch × RTT / read duration`` tasks per
+thread (at least ``saturation``, at most ``max-saturation``), from the RTT the site's
+workers measure on their heartbeats and the reads' average duration the scheduler keeps
+per task prefix. On a LAN this is ``saturation``; at 80 ms and 20 ms reads, 9 per thread.
+
 **Per user.** The slots are shared by the users who have reads parked at the label or
 tasks processing on its workers (a task's user: :attr:`FederationState.task_owner`, kept
 by the fair-share plugin). Each of them may fill ``slots / users`` (at least one) with its
@@ -62,12 +71,32 @@ class SiteQueue:
         No reads are admitted while the label's workers' process memory exceeds this
         fraction of their combined memory limit (one task is always admitted when none
         runs there, so a computation cannot stall).
+    prefetch:
+        Hub round trips of reads each thread keeps queued (see the module docstring);
+        0: always ``saturation``. Default: ``federation.site-queue.prefetch``.
+    max_saturation:
+        Most tasks per thread, however long the round trip (bounds what a site holds
+        queued when its reads are far shorter than the RTT).
+        Default: ``federation.site-queue.max-saturation``.
     """
 
-    def __init__(self, state: FederationState, saturation: float, memory_fraction: float):
+    def __init__(
+        self,
+        state: FederationState,
+        saturation: float,
+        memory_fraction: float,
+        prefetch: float | None = None,
+        max_saturation: float | None = None,
+    ):
         self.state = state
         self.saturation = saturation
         self.memory_fraction = memory_fraction
+        if prefetch is None:
+            prefetch = dask.config.get("federation.site-queue.prefetch")
+        self.prefetch = float(prefetch)
+        if max_saturation is None:
+            max_saturation = dask.config.get("federation.site-queue.max-saturation")
+        self.max_saturation = float(max_saturation)
         #: key -> the label a parked read needs, until admitted or forgotten
         self.parked: dict[Any, str] = {}
         #: label -> user -> heap of (priority, key) of that user's parked reads
@@ -138,10 +167,39 @@ class SiteQueue:
             ]
         return workers
 
-    def slots(self, label: str) -> tuple[int, Counter[str], bool]:
-        """Among the running workers carrying ``label``: how many more tasks may start,
-        the tasks each user is processing there (long-running ones, e.g. secede, not),
-        and whether their memory allows more."""
+    def per_thread(self, workers: list[WorkerState], users: dict[str, list]) -> float:
+        """Tasks per thread to keep at ``workers``: ``saturation``, or enough reads to
+        last ``prefetch`` round trips to the hub when those are longer than a read.
+
+        The RTT (seconds) is the longest of the workers' last heartbeat round trip (the
+        hub's own delay in answering included, as it delays admissions too); a read's
+        duration (seconds) the shortest average among the task prefixes of the reads
+        next in line (unknown until one of a prefix has run: then ``saturation``).
+        """
+        if not self.prefetch:
+            return self.saturation
+        rtt = max(
+            ws.metrics.get("digests_total_since_heartbeat", {}).get("latency", 0.0)
+            for ws in workers
+        )
+        tasks = self.scheduler.tasks
+        durations = [
+            ts.prefix.duration_average
+            for heap in users.values() if heap
+            if (ts := tasks.get(heap[0][1])) is not None and ts.prefix.duration_average > 0
+        ]
+        if rtt <= 0 or not durations:
+            return self.saturation
+        depth = 1 + self.prefetch * rtt / min(durations)
+        return max(self.saturation, min(depth, self.max_saturation))
+
+    def slots(
+        self, label: str, users: dict[str, list] | None = None
+    ) -> tuple[int, Counter[str], bool]:
+        """Among the running workers carrying ``label``: how many more tasks may start
+        (given the reads waiting per user, ``users``, see :meth:`per_thread`), the tasks
+        each user is processing there (long-running ones, e.g. secede, not), and
+        whether their memory allows more."""
         workers = [ws for ws in self._workers_with(label) if ws.status == Status.running]
         if not workers:
             return 0, Counter(), False  # site down: its reads wait
@@ -152,7 +210,8 @@ class SiteQueue:
                 if ts not in ws.long_running:
                     running[owner.get(ts.key, UNKNOWN)] += 1
         processing = sum(running.values())
-        free = max(math.ceil(self.saturation * sum(ws.nthreads for ws in workers)), 1)
+        per_thread = self.per_thread(workers, users or {})
+        free = max(math.ceil(per_thread * sum(ws.nthreads for ws in workers)), 1)
         free -= processing
         limit = sum(ws.memory_limit or 0 for ws in workers)
         memory_ok = not limit or (
@@ -183,7 +242,7 @@ class SiteQueue:
         tasks running there even if others fill every slot; free slots go one at a time
         to the waiting user with the fewest tasks there.
         """
-        free, running, memory_ok = self.slots(label)
+        free, running, memory_ok = self.slots(label, users)
         active = len(running.keys() | users.keys())
         share = max((free + sum(running.values())) // active, 1) if memory_ok else 0
         admit: dict[Any, str] = {}
