@@ -22,6 +22,7 @@ from distributed import WorkerPlugin, get_worker
 
 from . import capability
 from .catalog import DatasetInfo
+from .config import NAME_PATTERN
 from .direct import refuse_users
 from .errors import DatasetChanged
 from .methods import register as register_methods
@@ -47,8 +48,12 @@ _file_lock = threading.RLock()
 
 def _source(ref: str) -> Source | None:
     source = _sources.get(ref)
-    if source is None and _results_dir and ref.startswith(f"{_site}/{RESULTS}"):
-        path = os.path.join(_results_dir, ref.split("/", 2)[2] + ".zarr")
+    name = result_name(ref)
+    # a result's name becomes a path: only a NAME (no "../", no "./" alias of a result
+    # whose policy the hub would not know) names one
+    if (source is None and _results_dir and ref.startswith(f"{_site}/{RESULTS}")
+            and name is not None and NAME_PATTERN.match(name)):
+        path = os.path.join(_results_dir, name + ".zarr")
         if os.path.isdir(path):
             source = ZarrSource(path)
     return source

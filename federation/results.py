@@ -94,6 +94,7 @@ def write_result(ref: str, obj: Any, provenance: dict[str, Any], overwrite: bool
     from distributed.utils import sync
 
     site, name = protocol.site_of_ref(ref), protocol.result_name(ref)
+    check_name(name or "")  # a path below results_dir, never beside it
     if read._site != site:
         raise ResultError(f"result {ref!r} can only be written at site {site!r}")
     if not read._results_dir:
