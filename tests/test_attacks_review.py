@@ -72,3 +72,32 @@ def test_a_standing_computation_extends_only_the_dataset_of_its_result(fed):
         assert (row["dataset"], row["state"]) == ("awi/sst", "active")
     finally:
         fed.standing_cancel(ref)
+
+
+def _peer(role: str, name: str) -> dict:
+    """A peer certificate as ``ssl.SSLSocket.getpeercert`` gives it to the hub."""
+    return {"subject": ((("organizationalUnitName", role),), (("commonName", name),))}
+
+
+def test_a_user_certificate_cannot_pass_for_the_hub_or_a_site(tmp_path):
+    """A user certificate named ``hub:x`` was the hub to the grants (never refused) and
+    one named ``site:awi`` was awi (its grants, placement there, replacing anyone's
+    results at awi): the principal of a user was its bare name. Such names are not
+    issued any more, and a certificate with one (other tooling) is a plain user."""
+    from federation.results import may_replace
+    from federation.security import identity, init_ca, issue
+    from scheduler_plugins.grants import Grants, principal
+
+    init_ca(tmp_path)
+    for name in ("hub:x", "site:awi", "a/b", "../x"):
+        with pytest.raises(ValueError, match="not allowed"):
+            issue(tmp_path, "user", name)
+    issue(tmp_path, "user", "alice@awi.de")
+    grants = Grants({"alice": ["awi/*"], "site:awi": ["*"]})
+    alice = principal(identity(_peer("user", "alice")))
+    assert grants.allows(alice, "awi/sst") and not grants.allows(alice, "geomar/chl")
+    assert principal(identity(_peer("site", "awi"))) == "site:awi"
+    for name in ("hub:x", "site:awi"):
+        who = principal(identity(_peer("user", name)))
+        assert not grants.allows(who, "geomar/chl") and not grants.allows_site(who, "geomar")
+        assert not may_replace("awi", "bob", who)
