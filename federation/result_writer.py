@@ -21,7 +21,7 @@ from distributed.utils import sync
 from . import protocol
 from .capability import egress_fields
 from .errors import ResultError
-from .results import PROVENANCE_SUFFIX, describe_result, may_replace
+from .results import PROVENANCE_SUFFIX, check_name, describe_result, may_replace
 from .sitecontext import SiteContext
 from .version import __version__
 
@@ -46,6 +46,7 @@ def write_result(
     computation arrive (see :mod:`scheduler_plugins.results`).
     """
     site, name = protocol.site_of_ref(ref), protocol.result_name(ref)
+    check_name(name or "")  # a path below results_dir, never beside it
     if context.site != site:
         raise ResultError(f"result {ref!r} can only be written at site {site!r}")
     if not context.results_dir:

@@ -24,6 +24,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,8 @@ CA_CERT, CA_KEY = "ca.pem", "ca-key.pem"
 CRL, ISSUED = "crl.pem", "issued.jsonl"
 #: default lifetimes in days: people change institutes more often than services move
 LIFETIME: dict[str, int] = {"hub": 825, "site": 825, "user": 90}
+#: the names certificates are issued for
+CERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -95,6 +98,12 @@ def issue(
     days = LIFETIME.get(role, 90) if days is None else days
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    if not CERT_NAME.match(name):
+        # the name becomes a file name here and a grants key at the hub ("site:awi" …)
+        raise ValueError(
+            f"{role} name {name!r} is not allowed: use letters, digits and '_', '-', '.', "
+            "'@', starting with a letter or digit (no ':' or '/')"
+        )
     directory = Path(directory)
     ca_key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from distributed import WorkerPlugin, get_worker
 
 from . import capability
+from .config import NAME_PATTERN
 from .direct import refuse_users
 from .errors import MethodError, NotAtSite
 from .protocol import WORKER_TRAFFIC, Kind, ref, result_name, site_of_ref
@@ -142,7 +143,9 @@ class SiteContext:
         site's stored results), ``None`` if this site does not hold it."""
         source = self.sources.get(dataset)
         name = result_name(dataset) if site_of_ref(dataset) == self.site else None
-        if source is None and name and self.results_dir:
+        # a result's name becomes a path: only a NAME (no "../", no "./" alias of a result
+        # whose policy the hub would not know) names one
+        if source is None and name and NAME_PATTERN.match(name) and self.results_dir:
             path = os.path.join(self.results_dir, f"{name}.zarr")
             if os.path.isdir(path):
                 source = ZarrSource(path)

@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 import xarray as xr
 
-from .errors import FederationError
+from .errors import FederationError, StrictRefusal
 
 REGISTRY_SUFFIX = ".standing.json"
 #: states of a standing computation
@@ -115,7 +115,50 @@ def summary(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def function(entry: dict[str, Any]) -> Any:
-    return cloudpickle.loads(base64.b64decode(entry["fn"]))
+    """``fn`` of a registry entry, unpickled as this process unpickles what it receives:
+    on a strict site with its allow-list (``fn`` must then be code the site trusts: a
+    shared method, a function of its ``strict_modules``), never with plain pickle.
+
+    Raises
+    ------
+    StrictRefusal
+        On a strict site, for a function it does not allow (one sent by value, say).
+    """
+    from distributed.protocol import pickle  # a strict worker replaced its ``loads``
+
+    from .strict import Refused
+
+    fn = pickle.loads(base64.b64decode(entry["fn"]))
+    if isinstance(fn, Refused):
+        raise StrictRefusal(fn.refusal)
+    return fn
+
+
+def checked_registration(
+    entry: dict[str, Any], provenance: dict[str, Any], ref: str
+) -> dict[str, Any]:
+    """A registration from a client, checked against what the site knows: the standing
+    computation extends the dataset the result was really computed from (its verified
+    provenance, so the site's own grants never read a dataset for a user who has none),
+    and ``fn`` unpickles here. Returns a fresh entry.
+
+    Raises
+    ------
+    PermissionError
+        If ``entry`` names a dataset the result was not computed from.
+    StrictRefusal
+        See :func:`function`.
+    """
+    used = [d.get("dataset") for d in provenance.get("datasets") or ()]
+    if used != [entry.get("dataset")]:
+        raise PermissionError(
+            f"result {ref!r} was computed from {used}, not from {entry.get('dataset')!r}: "
+            "a standing computation extends the one dataset its result was computed from"
+        )
+    function(entry)
+    return {**entry, "steps": int(entry["steps"]), "along": str(entry["along"]),
+            "version": str(entry["version"]), "state": ACTIVE, "updates": 0, "error": None,
+            "updated": time.time()}
 
 
 def active(results_dir: str | None) -> dict[str, dict[str, Any]]:

@@ -18,13 +18,14 @@ from distributed import get_worker
 from distributed.utils import sync
 
 from .protocol import result_name, site_of_ref
-from .results import PROVENANCE_SUFFIX, describe_result, may_replace
+from .results import PROVENANCE_SUFFIX, check_name, describe_result, may_replace
 from .sitecontext import SiteContext
 from .standing import (
     ACTIVE,
     CANCELLED,
     StandingError,
     as_dataset,
+    checked_registration,
     function,
     load,
     registry_path,
@@ -49,6 +50,7 @@ def standing_task(
 
     site, name = site_of_ref(ref), result_name(ref)
     results_dir = context.results_dir
+    check_name(name or "")  # a path below results_dir, never beside it
     if context.site != site or not results_dir or name is None:
         raise StandingError(f"result {ref!r} can only be kept at site {site!r}")
     context.require("result", ref)
@@ -72,7 +74,7 @@ def standing_task(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if action == "register":
             assert entry is not None
-            current = entry
+            current = checked_registration(entry, provenance, ref)
         else:
             current = load(results_dir, name)
             if current is None:

@@ -12,8 +12,12 @@ arriving while a big graph runs gets tags next to the big graph's *current* task
 two interleave one for one: it waits for about as many of the big graph's tasks as it has
 itself, instead of for the whole graph. Workers, the
 scheduler's queue and the site queue all run tasks in priority order, so the interleaving
-holds everywhere; explicit priorities (``dask.annotate(priority=...)``,
-``compute(priority=...)``) still come first.
+holds everywhere. Explicit priorities (``dask.annotate(priority=...)``,
+``compute(priority=...)``) order a user's own tasks, not other users': a graph with a
+raised priority is tagged in a second lane of its user that starts at ``V`` (so it comes
+before the user's own waiting graphs), and its tasks are tagged in priority order. A
+user thus gets at most two shares, however high the priorities they ask for; before,
+``priority=1`` put a whole graph ahead of every other user's tasks.
 
 **Limits per user** (a certificate's user, ``site:<name>`` for sites' workflows; without
 TLS each client is its own user): a graph of more than ``max-graph-tasks`` tasks, or one
@@ -69,8 +73,10 @@ class FairSharePlugin(FederationPlugin):
         self.refusals = state.refusals
         #: virtual time: the largest tag of a task that finished
         self.now = 0.0
-        #: user -> tag where that user's submitted graphs end
+        #: user -> tag where that user's submitted graphs end; the same for the user's
+        #: graphs with raised priorities (their second lane)
         self.finish: dict[str, float] = {}
+        self.finish_raised: dict[str, float] = {}
         #: task key -> the user who submitted it (shared: the site queue admits per user);
         #: user -> that user's unfinished tasks
         self.owner: dict[Any, str] = state.task_owner
@@ -113,12 +119,15 @@ class FairSharePlugin(FederationPlugin):
         if not setting("enabled"):
             return
         step = 1.0 / max(float(setting("weights").get(user, 1)), 1e-6)
-        tag = max(self.now, self.finish.get(user, 0.0))
+        # (-user priority, generation, rank): the user's priority orders the graph's
+        # tasks, the tag replaces the generation, and no user outranks another
+        raised = any(ts.priority[0] < 0 for ts in new)
+        lane = self.finish_raised if raised else self.finish
+        tag = max(self.now, lane.get(user, 0.0))
         for ts in sorted(new, key=lambda ts: ts.priority):
-            # (-user priority, generation, rank): the tag replaces the generation
-            ts.priority = (ts.priority[0], tag, *ts.priority[2:])
+            ts.priority = (0, tag, *ts.priority[2:])
             tag += step
-        self.finish[user] = tag
+        lane[user] = tag
 
     def _over_limit(self, user: str, n: int) -> str | None:
         most = int(setting("max-graph-tasks"))

@@ -11,11 +11,18 @@ from federation.protocol import site_of_ref
 
 
 def principal(ident: tuple[str, str] | None) -> str | None:
-    """The grants key of an identity: a user's name, or ``site:<name>``."""
+    """The grants key of an identity: a user's name, or ``site:<name>`` (``hub:<name>``).
+
+    A user certificate whose name has a ``:`` (``hub:x``, ``site:awi``) is keyed
+    ``user:<name>``: it must not pass for the hub (whom grants never refuse) or a site
+    (which may replace its results and place work there).
+    """
     if ident is None:
         return None
     role, name = ident
-    return name if role == "user" else f"{role}:{name}"
+    if role == "user":
+        return name if ":" not in name else f"user:{name}"
+    return f"{role}:{name}"
 
 
 class Grants:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from distributed.comm.addressing import normalize_address
 
-from federation.protocol import label_site
+from federation.config import NAME_PATTERN, NAME_RULE
+from federation.protocol import RESULTS, label_site, result_name, split_ref
 from federation.security import identity
 
 from .grants import principal
@@ -40,6 +41,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+def well_formed(kind: str, ref: str) -> bool:
+    """Whether ``ref`` names an entry as sites announce them: ``site/NAME`` (a dataset or
+    method) or ``site/results/NAME`` (a result; also read as a dataset), NAME of
+    :data:`~federation.config.NAME_PATTERN`. Anything else (``awi/results/../sst``) is
+    no catalog entry, and a site would resolve it as a path."""
+    try:
+        site, name = split_ref(ref)
+    except ValueError:
+        return False
+    result = result_name(ref)
+    if kind == "result" or (kind == "dataset" and result is not None):
+        name = result or ""
+    return bool(NAME_PATTERN.match(site) and NAME_PATTERN.match(name))
 
 
 class TrustPlugin(FederationPlugin):
@@ -79,12 +94,22 @@ class TrustPlugin(FederationPlugin):
 
         Runs after the routing plugin (it is installed after it): the graph's new tasks
         are held on a resource no worker has, and failed with a PermissionError on the
-        next tick — nothing of a refused graph runs, and no byte of it moves.
+        next tick — nothing of a refused graph runs, and no byte of it moves. A
+        site-bound call of a malformed reference is refused the same way (grants or not).
         """
+        new = self.state.graph.tasks
+        malformed = sorted({ref for calls in self.state.graph.bound.values()
+                            for kind, ref in calls if not well_formed(kind, ref)})
+        if malformed:
+            self.state.refusals.refuse(new, ValueError(
+                f"{', '.join(map(repr, malformed))} is not a reference: datasets and methods "
+                f"are 'site/NAME', results 'site/{RESULTS}NAME', with NAME of {NAME_RULE}. "
+                "Nothing of this computation ran."
+            ))
+            return
         if not self.grants.enabled:
             return
         who = principal(self.state.client_identity.get(client))
-        new = self.state.graph.tasks
         missing = sorted(
             {ref for calls in self.state.graph.bound.values() for _, ref in calls
              if not self.grants.allows(who, ref)}

@@ -325,16 +325,17 @@ class _Finished(SchedulerPlugin):
             self.order.append(key)
 
 
-async def _two_users(big: int) -> tuple[int, list[int]]:
-    """User A submits ``big`` tasks, then user B 5; returns how many of A's had finished
-    when B's job was done, and A's results."""
+async def _two_users(big: int, priority: int = 0) -> tuple[int, list[int]]:
+    """User A submits ``big`` tasks (with ``priority``), then user B 5; returns how many
+    of A's had finished when B's job was done, and A's results."""
     async with Scheduler(port=0, dashboard_address=":0", preload=["scheduler_plugins"]) as s:
         finished = _Finished()
         s.add_plugin(finished)
         async with Worker(s.address, nthreads=1), \
                 Client(s.address, asynchronous=True) as a, \
                 Client(s.address, asynchronous=True) as b:
-            futures = a.map(_inc, range(big), key=[f"big-{i}" for i in range(big)])
+            futures = a.map(_inc, range(big), key=[f"big-{i}" for i in range(big)],
+                            priority=priority)
             while not any(k.startswith("big") for k in finished.order):
                 await asyncio.sleep(0.05)
             small = b.map(_inc, range(5), key=[f"small-{i}" for i in range(5)])
@@ -351,6 +352,13 @@ def test_fair_share_between_two_users():
     with dask.config.set({"federation.fair-share.enabled": False}):
         done, _ = asyncio.run(_two_users(1000))
     assert done > 900
+
+
+def test_a_raised_priority_does_not_outrank_other_users():
+    """``priority=`` put a user's whole graph ahead of every other user's tasks (a
+    one-word way around fair shares); now it orders only that user's own tasks."""
+    done, results = asyncio.run(_two_users(1000, priority=100))
+    assert done < 200 and results == list(range(1, 1001))
 
 
 def test_graph_size_limit_per_user():

@@ -539,3 +539,34 @@ def test_what_the_hub_does_not_run_reaches_workers_unchanged(policy, tmp_path):
     ds = xr.Dataset({"a": ("time", [1.0])}, coords={"time": pd.date_range("2000", periods=1,
                                                                            tz="UTC")})
     xr.testing.assert_identical(strict_hub.hub_loads(pickle.dumps(ds)), ds)
+
+
+def test_a_standing_computation_runs_only_code_the_strict_site_allows(
+    strict_federation, fed, marker
+):
+    """A standing computation's ``fn`` was stored with cloudpickle and loaded at the
+    strict site with plain pickle on its next update: any user who may publish there ran
+    any code (a forged version made that update recompute at once). Now ``fn`` unpickles
+    under the allow-list when it is registered and whenever it runs."""
+    from federation.sitecalls import standing_task
+    from federation.standing import new_entry
+
+    def evil(ds):
+        marker.write_text("pwned")
+        return ds.sst
+
+    sst = fed.open_dataset("awi/sst")
+    ref = fed.publish_result("standing-evil", sst.sst * 1, site="awi", overwrite=True)
+    entry = new_entry(evil, "awi/sst", "time", sst.sizes["time"], "forged")
+    register = dask.delayed(standing_task, pure=False)(ref, "register", entry)
+    with pytest.raises(StrictRefusal, match="client's session, sent by value"):
+        fed.client.compute(register).result()
+    update = dask.delayed(standing_task, pure=False)(ref, "update")
+    with pytest.raises(Exception, match="not a standing computation"):
+        fed.client.compute(update).result()
+    assert not marker.exists()
+    # code the site allows stands (an allow-listed callable)
+    mean = fed.standing("standing-mean", operator.methodcaller("mean", ["lat", "lon"]), "awi/sst",
+                        overwrite=True)
+    assert fed.standing_list().set_index("result").loc[mean, "state"] == "active"
+    fed.standing_cancel(mean)
