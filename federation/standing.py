@@ -225,8 +225,20 @@ def standing_task(ref: str, action: str, entry: dict[str, Any] | None = None) ->
         if action == "cancel":
             current["state"] = CANCELLED
         elif action == "update" and current["state"] == ACTIVE:
+
+            def tighten(info: Any) -> None:
+                # the appended steps carry the dataset's class as it is now (a site may
+                # have restricted it since): before they are written, the result's class
+                # becomes at least as strict, and the hub learns it
+                stricter = _stricter(provenance, info.egress, info.max_egress_bytes)
+                if stricter != {k: provenance.get(k) for k in stricter}:
+                    provenance.update(stricter)
+                    provenance_file.write_text(json.dumps(provenance, indent=2))
+                    sync(worker.loop, worker.scheduler.federation_add_result, site=site,
+                         session=read._session, result=describe_result(site, path))
+
             try:
-                _update(current, path, worker_federation)
+                _update(current, path, worker_federation, tighten)
             except Exception as e:  # kept in the registry and shown; the next change retries
                 current.update(error=f"{type(e).__name__}: {e}", updated=time.time())
                 save(results_dir, name, current)
@@ -241,9 +253,28 @@ def standing_task(ref: str, action: str, entry: dict[str, Any] | None = None) ->
     return summary(current)
 
 
-def _update(entry: dict[str, Any], path: Path, worker_federation: Any) -> None:
+#: egress classes from the least to the most restrictive
+_CLASSES = ("any", "aggregated", "none")
+
+
+def _stricter(provenance: dict[str, Any], egress: str, limit: int | None) -> dict[str, Any]:
+    """``{"egress", "max_egress_bytes"}``: the more restrictive of a stored result's class
+    (its provenance) and a dataset's (``egress``, ``limit``)."""
+    old, old_limit = provenance.get("egress", "any"), provenance.get("max_egress_bytes")
+    if _CLASSES.index(egress) != _CLASSES.index(old):
+        worst = max(old, egress, key=_CLASSES.index)
+        return {"egress": worst, "max_egress_bytes": old_limit if worst == old else limit}
+    if egress == "aggregated" and limit is not None:
+        limit = limit if old_limit is None else min(limit, old_limit)
+        return {"egress": egress, "max_egress_bytes": limit}
+    return {"egress": old, "max_egress_bytes": old_limit}
+
+
+def _update(entry: dict[str, Any], path: Path, worker_federation: Any,
+            tighten: Any = None) -> None:
     """Append ``fn`` of the new steps to the result at ``path`` (or recompute it whole
-    after a replacement); updates ``entry`` in place."""
+    after a replacement); updates ``entry`` in place. ``tighten(info)`` is called with
+    the dataset's catalog entry before anything is written."""
     from . import read
     from .versions import VersionLog
 
@@ -251,6 +282,8 @@ def _update(entry: dict[str, Any], path: Path, worker_federation: Any) -> None:
     fn = function(entry)
     with worker_federation() as fed:
         info = fed.info(ref)
+        if tighten is not None:
+            tighten(info)
         steps = info.dims[along]
         source = read._source(ref)
         appended = read._versions is not None and source is not None and (
