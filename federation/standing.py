@@ -174,3 +174,20 @@ def active(results_dir: str | None) -> dict[str, dict[str, Any]]:
         if entry.get("state") == ACTIVE:
             out[path.name[: -len(REGISTRY_SUFFIX)]] = entry
     return out
+
+
+#: egress classes from the least to the most restrictive
+_CLASSES = ("any", "aggregated", "none")
+
+
+def stricter(provenance: dict[str, Any], egress: str, limit: int | None) -> dict[str, Any]:
+    """``{"egress", "max_egress_bytes"}``: the more restrictive of a stored result's class
+    (its provenance) and a dataset's (``egress``, ``limit`` in bytes)."""
+    old, old_limit = provenance.get("egress", "any"), provenance.get("max_egress_bytes")
+    if _CLASSES.index(egress) != _CLASSES.index(old):
+        worst = max(old, egress, key=_CLASSES.index)
+        return {"egress": worst, "max_egress_bytes": old_limit if worst == old else limit}
+    if egress == "aggregated" and limit is not None:
+        limit = limit if old_limit is None else min(limit, old_limit)
+        return {"egress": egress, "max_egress_bytes": limit}
+    return {"egress": old, "max_egress_bytes": old_limit}

@@ -11,6 +11,7 @@ import fcntl
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .standing import (
     load,
     registry_path,
     save,
+    stricter,
     summary,
 )
 from .versions import VersionLog
@@ -82,8 +84,20 @@ def standing_task(
         if action == "cancel":
             current["state"] = CANCELLED
         elif action == "update" and current["state"] == ACTIVE:
+
+            def tighten(info: Any) -> None:
+                # the appended steps carry the dataset's class as it is now (a site may
+                # have restricted it since): before they are written, the result's class
+                # becomes at least as strict, and the hub learns it
+                strict = stricter(provenance, info.egress, info.max_egress_bytes)
+                if strict != {k: provenance.get(k) for k in strict}:
+                    provenance.update(strict)
+                    provenance_file.write_text(json.dumps(provenance, indent=2))
+                    sync(worker.loop, worker.scheduler.federation_add_result, site=site,
+                         session=context.session, result=describe_result(site, path))
+
             try:
-                _update(context, current, path, worker_federation)
+                _update(context, current, path, worker_federation, tighten)
             except Exception as e:  # kept in the registry and shown; the next change retries
                 current.update(error=f"{type(e).__name__}: {e}", updated=time.time())
                 save(results_dir, name, current)
@@ -99,14 +113,17 @@ def standing_task(
 
 
 def _update(
-    context: SiteContext, entry: dict[str, Any], path: Path, worker_federation: Any
+    context: SiteContext, entry: dict[str, Any], path: Path, worker_federation: Any,
+    tighten: Callable[[Any], None],
 ) -> None:
     """Append ``fn`` of the new steps to the result at ``path`` (or recompute it whole
-    after a replacement); updates ``entry`` in place."""
+    after a replacement); updates ``entry`` in place. ``tighten(info)`` is called with
+    the dataset's catalog entry before anything is written."""
     along, done, ref = entry["along"], entry["steps"], entry["dataset"]
     fn = function(entry)
     with worker_federation() as fed:
         info = fed.info(ref)
+        tighten(info)
         steps = info.dims[along]
         source, versions = context.source(ref), context.versions
         appended = versions is not None and source is not None and (

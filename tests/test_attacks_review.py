@@ -100,3 +100,21 @@ def test_a_user_certificate_cannot_pass_for_the_hub_or_a_site(tmp_path):
         who = principal(identity(_peer("user", name)))
         assert not grants.allows(who, "geomar/chl") and not grants.allows_site(who, "geomar")
         assert not may_replace("awi", "bob", who)
+
+
+@pytest.mark.parametrize("stored, dataset, expected", [
+    (("any", None), ("none", None), ("none", None)),
+    (("any", None), ("aggregated", 100), ("aggregated", 100)),
+    (("aggregated", 50), ("aggregated", 100), ("aggregated", 50)),
+    (("none", None), ("any", None), ("none", None)),
+    (("aggregated", 50), ("any", None), ("aggregated", 50)),
+])
+def test_standing_updates_keep_the_stricter_egress_class(stored, dataset, expected):
+    """New steps of a standing result carry the dataset's class as it is when they are
+    computed: a dataset its site restricted after the result was published (``any`` to
+    ``none``) no longer flows into a result readable as ``any``."""
+    from federation.standing import stricter
+
+    provenance = {"egress": stored[0], "max_egress_bytes": stored[1]}
+    got = stricter(provenance, *dataset)
+    assert (got["egress"], got["max_egress_bytes"]) == expected
