@@ -32,8 +32,7 @@ from collections.abc import Callable
 BUFFER = 1024 * 1024
 #: buffers kept for reuse by the next direction that has bytes to move
 IDLE = 8
-#: ``fcntl.F_SETPIPE_SZ`` (Linux; named in the fcntl module from Python 3.10)
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: ``os.splice`` exists on Linux (Python ≥ 3.10)
 SPLICE = hasattr(os, "splice")
 
 
@@ -43,10 +42,10 @@ class _Pipe:
     def __init__(self) -> None:
         self.out, self.into = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            fcntl.fcntl(self.into, F_SETPIPE_SZ, BUFFER)
+            fcntl.fcntl(self.into, fcntl.F_SETPIPE_SZ, BUFFER)
         except OSError:  # over the user's pipe quota: the default 64 KiB still works
             pass
-        self.size = fcntl.fcntl(self.into, F_SETPIPE_SZ + 1)  # F_GETPIPE_SZ
+        self.size = fcntl.fcntl(self.into, fcntl.F_GETPIPE_SZ)
         #: bytes in the pipe (it is filled only when empty)
         self.held = 0
 
