@@ -195,6 +195,8 @@ class RoutingPlugin(FederationPlugin):
         """
         if finish == "memory":
             self._landed(key, start, kwargs.get("worker"))
+            if start == "processing":
+                self.queue.finished(key, kwargs.get("startstops"))
         elif finish == "no-worker" and self.queue.parked_in_no_worker(key):
             return
         elif finish == "forgotten":

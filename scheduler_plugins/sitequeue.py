@@ -13,8 +13,8 @@ thread with only ``saturation`` tasks would wait for the hub, once per refill â€
 would cost a round trip per admission. So each thread is given enough reads to run
 ``prefetch`` round trips' worth of them: ``1 + prefetch Ã— RTT / read duration`` tasks per
 thread (at least ``saturation``, at most ``max-saturation``), from the RTT the site's
-workers measure on their heartbeats and the reads' average duration the scheduler keeps
-per task prefix. On a LAN this is ``saturation``; at 80 ms and 20 ms reads, 9 per thread.
+workers measure on their heartbeats and the average compute time of the label's admitted
+reads. On a LAN this is ``saturation``; at 80 ms and 20 ms reads, 9 per thread.
 
 **Per user.** The slots are shared by the users who have reads parked at the label or
 tasks processing on its workers (a task's user: :attr:`FederationState.task_owner`, kept
@@ -101,6 +101,12 @@ class SiteQueue:
         self.parked: dict[Any, str] = {}
         #: label -> user -> heap of (priority, key) of that user's parked reads
         self.queues: dict[str, dict[str, list]] = defaultdict(dict)
+        #: key -> label of an admitted read, until it finishes or is forgotten
+        self.admitted: dict[Any, str] = {}
+        #: label -> moving average of its reads' compute time (seconds): the scheduler's
+        #: per-prefix average is reset whenever a task runs long (heartbeats), which
+        #: under load is most of the time
+        self.read_seconds: dict[str, float] = {}
         self._scheduled = False
         #: label -> workers advertising it; built on demand, dropped whenever workers
         #: come, go or change status, and on every poll
@@ -143,6 +149,19 @@ class SiteQueue:
 
     def forget(self, key: Any) -> None:
         self.parked.pop(key, None)
+        self.admitted.pop(key, None)
+
+    def finished(self, key: Any, startstops: list[dict] | None) -> None:
+        """A task reached memory from ``processing``: if it was an admitted read, fold
+        its compute time (from the worker's ``startstops``) into its label's average."""
+        label = self.admitted.pop(key, None)
+        if label is None:
+            return
+        seconds = sum(ss["stop"] - ss["start"] for ss in startstops or ()
+                      if ss.get("action") == "compute")
+        if seconds > 0:
+            old = self.read_seconds.get(label)
+            self.read_seconds[label] = seconds if old is None else (old + seconds) / 2
 
     def wake(self) -> None:
         """Workers may have changed: look again on the next tick."""
@@ -167,39 +186,30 @@ class SiteQueue:
             ]
         return workers
 
-    def per_thread(self, workers: list[WorkerState], users: dict[str, list]) -> float:
-        """Tasks per thread to keep at ``workers``: ``saturation``, or enough reads to
-        last ``prefetch`` round trips to the hub when those are longer than a read.
+    def per_thread(self, label: str, workers: list[WorkerState]) -> float:
+        """Tasks per thread to keep at ``workers`` (``label``'s): ``saturation``, or
+        enough reads to last ``prefetch`` round trips to the hub when those are longer
+        than a read.
 
         The RTT (seconds) is the longest of the workers' last heartbeat round trip (the
         hub's own delay in answering included, as it delays admissions too); a read's
-        duration (seconds) the shortest average among the task prefixes of the reads
-        next in line (unknown until one of a prefix has run: then ``saturation``).
+        duration (seconds) the moving average of the label's admitted reads (until one
+        has finished: ``saturation``).
         """
-        if not self.prefetch:
+        seconds = self.read_seconds.get(label)
+        if not self.prefetch or not seconds:
             return self.saturation
         rtt = max(
             ws.metrics.get("digests_total_since_heartbeat", {}).get("latency", 0.0)
             for ws in workers
         )
-        tasks = self.scheduler.tasks
-        durations = [
-            ts.prefix.duration_average
-            for heap in users.values() if heap
-            if (ts := tasks.get(heap[0][1])) is not None and ts.prefix.duration_average > 0
-        ]
-        if rtt <= 0 or not durations:
-            return self.saturation
-        depth = 1 + self.prefetch * rtt / min(durations)
+        depth = 1 + self.prefetch * rtt / seconds
         return max(self.saturation, min(depth, self.max_saturation))
 
-    def slots(
-        self, label: str, users: dict[str, list] | None = None
-    ) -> tuple[int, Counter[str], bool]:
+    def slots(self, label: str) -> tuple[int, Counter[str], bool]:
         """Among the running workers carrying ``label``: how many more tasks may start
-        (given the reads waiting per user, ``users``, see :meth:`per_thread`), the tasks
-        each user is processing there (long-running ones, e.g. secede, not), and
-        whether their memory allows more."""
+        (see :meth:`per_thread`), the tasks each user is processing there (long-running
+        ones, e.g. secede, not), and whether their memory allows more."""
         workers = [ws for ws in self._workers_with(label) if ws.status == Status.running]
         if not workers:
             return 0, Counter(), False  # site down: its reads wait
@@ -210,7 +220,7 @@ class SiteQueue:
                 if ts not in ws.long_running:
                     running[owner.get(ts.key, UNKNOWN)] += 1
         processing = sum(running.values())
-        per_thread = self.per_thread(workers, users or {})
+        per_thread = self.per_thread(label, workers)
         free = max(math.ceil(per_thread * sum(ws.nthreads for ws in workers)), 1)
         free -= processing
         limit = sum(ws.memory_limit or 0 for ws in workers)
@@ -231,6 +241,7 @@ class SiteQueue:
             ts = tasks.get(key)
             if ts is not None and self.parked.get(key) == label and ts.state == "no-worker":
                 del self.parked[key]
+                self.admitted[key] = label
                 ts.resource_restrictions = {label: 1}
                 return key
         return None  # the rest were released or forgotten while parked
@@ -242,7 +253,7 @@ class SiteQueue:
         tasks running there even if others fill every slot; free slots go one at a time
         to the waiting user with the fewest tasks there.
         """
-        free, running, memory_ok = self.slots(label, users)
+        free, running, memory_ok = self.slots(label)
         active = len(running.keys() | users.keys())
         share = max((free + sum(running.values())) // active, 1) if memory_ok else 0
         admit: dict[Any, str] = {}

@@ -81,45 +81,6 @@ async def test_the_site_queue_admits_reads_only_while_the_site_has_slots(c, s, a
     assert all(s.tasks[f.key].erred_on == {a.address} for f in reads)  # all ran, at awi
 
 
-@hub_cluster("awi/sst", config={
-    "federation.site-queue.saturation": 2, "federation.site-queue.prefetch": 2,
-    "federation.site-queue.max-saturation": 6,
-    "distributed.scheduler.default-task-durations": {"read": "20ms"}})
-async def test_the_site_queue_prefetches_a_round_trip_of_reads_into_a_distant_site(c, s, a):
-    """The hub answers heartbeats 100 ms late, so the worker measures a 100 ms round trip;
-    reads last 20 ms: one thread needs 1 + 2 × 100/20 = 11 tasks queued (capped at
-    max-saturation, 6) not to wait for the hub, so 5 reads are admitted beside the busy
-    task instead of one (the test above), and the other 3 wait at the hub."""
-    answer = s.handlers["heartbeat_worker"]
-
-    async def late(**msg):
-        await asyncio.sleep(0.1)
-        return answer(**msg)
-
-    s.handlers["heartbeat_worker"] = late
-    ws = s.workers[a.address]
-    await async_wait(
-        lambda: ws.metrics.get("digests_total_since_heartbeat", {}).get("latency", 0) > 0.1,
-        10, "the worker's heartbeat round trip measured")
-    event = Event("release")
-    [x] = await c.scatter([1], workers=[a.address])
-    busy = c.submit(_blocked, x, "release", key="busy")
-    await async_wait(lambda: s.tasks.get("busy") and s.tasks["busy"].state == "processing",
-                     10, "the busy task running")
-    reads = [_read(c, "awi/sst", f"read-{i}") for i in range(8)]
-
-    def states() -> list[str]:
-        return sorted(s.tasks[f.key].state for f in reads if f.key in s.tasks)
-
-    await async_wait(lambda: states() == ["no-worker"] * 3 + ["processing"] * 5, 10,
-                     "five reads admitted")
-    await asyncio.sleep(0.2)  # a negative check: no more while the busy task holds on
-    assert states() == ["no-worker"] * 3 + ["processing"] * 5
-    await event.set()
-    await wait([busy, *reads])
-    assert all(s.tasks[f.key].erred_on == {a.address} for f in reads)  # all ran, at awi
-
-
 @hub_cluster("awi/sst", "geomar", config={"federation.site-outage-timeout": "2s"})
 async def test_reads_of_a_site_without_workers_wait_then_fail_naming_it(c, s, a, g):
     """awi's last worker leaves: its reads wait (never run elsewhere), the hub keeps
