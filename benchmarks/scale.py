@@ -71,7 +71,7 @@ def _get(url: str) -> int:
 
 
 def run(sites: int, datasets: int, idle: float, workdir: Path, log=print,
-        min_free: int = 2 * 2**30) -> dict:
+        min_free: int = 2 * 2**30, stagger: int = 0) -> dict:
     store = write_dataset("sst", workdir / "tiny.zarr", "1MiB", chunk_days=30)
     per_site = [datasets // sites + (i < datasets % sites) for i in range(sites)]
     configs = []
@@ -83,16 +83,22 @@ def run(sites: int, datasets: int, idle: float, workdir: Path, log=print,
             local_directory=str(workdir / site),
             datasets={f"d{j:04d}": {"path": str(store)} for j in range(n)},
         ))
-    out: dict = {"sites": sites, "datasets": sum(per_site), "load_1min_before":
+    out: dict = {"sites": sites, "datasets": sum(per_site), "stagger": stagger,
+                 "load_1min_before":
                  os.getloadavg()[0]}
     with LocalFederation(workdir / "logs") as lf:
         hub = psutil.Process(lf.processes["hub"].pid)
         hub_cpu0 = _cpu(hub)
         started = time.perf_counter()
-        procs = {cfg.stem: lf.start_site(cfg, wait=False) for cfg in configs}
-        for name, proc in procs.items():
-            _check_memory(min_free)
-            lf.wait_for_site(name, proc, timeout=1800)
+        procs = {}
+        # ``stagger`` sites at a time: 50 sites describing their datasets at once on this
+        # machine's cores starve the hub (a site gives up registering after 30 s)
+        for first in range(0, len(configs), stagger or len(configs)):
+            wave = configs[first:first + (stagger or len(configs))]
+            procs.update({cfg.stem: lf.start_site(cfg, wait=False) for cfg in wave})
+            for cfg in wave:
+                _check_memory(min_free)
+                lf.wait_for_site(cfg.stem, procs[cfg.stem], timeout=1800)
         fed = lf.connect(timeout="120s")
         try:
             while len(fed.sites()) < sites:
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--min-free", type=float, default=2.0,
                    help="GiB of memory that must stay available while sites start")
+    p.add_argument("--stagger", type=int, default=0,
+                   help="start this many sites at a time (default 0: all at once)")
     a = p.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # progress of a long run, as it goes
     if a.quick:
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="fedscale-") as tmp:
         report = {"date": datetime.date.today().isoformat(), "cpus": os.cpu_count(),
                   **run(a.sites, a.datasets, a.idle, Path(tmp),
-                        min_free=int(a.min_free * 2**30))}
+                        min_free=int(a.min_free * 2**30), stagger=a.stagger)}
     text = json.dumps(report, indent=1)
     if a.out:
         Path(a.out).write_text(text)
