@@ -71,7 +71,7 @@ def _get(url: str) -> int:
 
 
 def run(sites: int, datasets: int, idle: float, workdir: Path, log=print,
-        min_free: int = 2 * 2**30) -> dict:
+        min_free: int = 2 * 2**30, stagger: int = 0) -> dict:
     store = write_dataset("sst", workdir / "tiny.zarr", "1MiB", chunk_days=30)
     per_site = [datasets // sites + (i < datasets % sites) for i in range(sites)]
     configs = []
@@ -83,16 +83,22 @@ def run(sites: int, datasets: int, idle: float, workdir: Path, log=print,
             local_directory=str(workdir / site),
             datasets={f"d{j:04d}": {"path": str(store)} for j in range(n)},
         ))
-    out: dict = {"sites": sites, "datasets": sum(per_site), "load_1min_before":
+    out: dict = {"sites": sites, "datasets": sum(per_site), "stagger": stagger,
+                 "load_1min_before":
                  os.getloadavg()[0]}
     with LocalFederation(workdir / "logs") as lf:
         hub = psutil.Process(lf.processes["hub"].pid)
         hub_cpu0 = _cpu(hub)
         started = time.perf_counter()
-        procs = {cfg.stem: lf.start_site(cfg, wait=False) for cfg in configs}
-        for name, proc in procs.items():
-            _check_memory(min_free)
-            lf.wait_for_site(name, proc, timeout=1800)
+        procs = {}
+        # ``stagger`` sites at a time: 50 sites describing their datasets at once on this
+        # machine's cores starve the hub (a site gives up registering after 30 s)
+        for first in range(0, len(configs), stagger or len(configs)):
+            wave = configs[first:first + (stagger or len(configs))]
+            procs.update({cfg.stem: lf.start_site(cfg, wait=False) for cfg in wave})
+            for cfg in wave:
+                _check_memory(min_free)
+                lf.wait_for_site(cfg.stem, procs[cfg.stem], timeout=1800)
         fed = lf.connect(timeout="120s")
         try:
             while len(fed.sites()) < sites:
@@ -140,6 +146,69 @@ def run(sites: int, datasets: int, idle: float, workdir: Path, log=print,
     return out
 
 
+def hub_side(sites: int, datasets: int, workdir: Path) -> dict:
+    """The hub's part alone, in this process (no site processes, no workers): ``sites``
+    registrations of ``datasets`` in all through the catalog plugin's handler, then
+    ``fed.catalog()``'s handler with msgpack, and loading the ``/federation`` page (bokeh
+    builds its document per load) with the row cap and without it. For machines where
+    ``sites`` real sites do not fit (each is two processes describing its datasets)."""
+    import asyncio
+
+    import dask
+    import msgpack
+    from distributed import Scheduler
+    from tornado.httpclient import AsyncHTTPClient
+
+    from federation.config import load_site_config
+    from federation.site import scan_catalog
+
+    store = write_dataset("sst", workdir / "tiny.zarr", "1MiB", chunk_days=30)
+    n = datasets // sites
+    config = write_site_config(workdir / "one.yaml", site="s000", workers=1,
+                               local_directory=str(workdir),
+                               datasets={f"d{j:04d}": {"path": str(store)} for j in range(n)})
+    started = time.process_time()
+    wire = [info.to_wire() for info in scan_catalog(load_site_config(config))]
+    out: dict = {"mode": "hub-side, in-process", "sites": sites, "datasets": n * sites,
+                 "site_describe_cpu_s": time.process_time() - started,
+                 "register_bytes_per_site": len(msgpack.packb(wire))}
+
+    class Peer:  # what the handlers read of a site's or client's connection (no TLS)
+        peer_address = "tcp://127.0.0.1:1"
+        extra_info: dict = {}
+
+    async def measure() -> None:
+        async with Scheduler(dashboard_address="127.0.0.1:0", port=0,
+                             preload=["scheduler_plugins"]) as scheduler:
+            catalog = scheduler.plugins["federation-catalog"]
+            cpu = []
+            for i in range(sites):
+                packed = msgpack.packb([{**d, "site": f"s{i:03d}"} for d in wire])
+                t0 = time.process_time()
+                catalog.register_site(Peer(), f"s{i:03d}", f"session{i}", msgpack.unpackb(packed))
+                cpu.append(time.process_time() - t0)
+            for i in range(sites):  # registering took longer than a session lives unbeaten
+                catalog.state.heartbeat(f"s{i:03d}", f"session{i}")
+            out["register_cpu_s_per_site"] = statistics.median(cpu)
+            out["register_cpu_s_total"] = sum(cpu)
+            walls = _timed(lambda: msgpack.packb(catalog.catalog(Peer())), 5)
+            out["catalog"] = {"rows": len(catalog.catalog(Peer())),
+                              "hub_median_s": statistics.median(walls)}
+            # the page over HTTP from this process's loop: bokeh builds a session document
+            url = f"http://127.0.0.1:{scheduler.http_server.port}/federation"
+            for cap in (int(dask.config.get("federation.dashboard.max-rows")), n * sites):
+                walls = []
+                with dask.config.set({"federation.dashboard.max-rows": cap}):
+                    for _ in range(3):
+                        t0 = time.perf_counter()
+                        await AsyncHTTPClient().fetch(url, request_timeout=300)
+                        walls.append(time.perf_counter() - t0)
+                out.setdefault("page_load_s", {})[f"max-rows {cap}"] = statistics.median(walls)
+
+    asyncio.run(measure())
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale")
     p.add_argument("--sites", type=int, default=50)
@@ -149,14 +218,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--min-free", type=float, default=2.0,
                    help="GiB of memory that must stay available while sites start")
+    p.add_argument("--stagger", type=int, default=0,
+                   help="start this many sites at a time (default 0: all at once)")
+    p.add_argument("--hub-side", action="store_true",
+                   help="only the hub's part, in-process, without site processes")
     a = p.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # progress of a long run, as it goes
     if a.quick:
         a.sites, a.datasets, a.idle = 2, 10, 2
     with tempfile.TemporaryDirectory(prefix="fedscale-") as tmp:
         report = {"date": datetime.date.today().isoformat(), "cpus": os.cpu_count(),
-                  **run(a.sites, a.datasets, a.idle, Path(tmp),
-                        min_free=int(a.min_free * 2**30))}
+                  "load_1min_before": os.getloadavg()[0],
+                  **(hub_side(a.sites, a.datasets, Path(tmp)) if a.hub_side else
+                     run(a.sites, a.datasets, a.idle, Path(tmp),
+                         min_free=int(a.min_free * 2**30), stagger=a.stagger))}
     text = json.dumps(report, indent=1)
     if a.out:
         Path(a.out).write_text(text)

@@ -42,6 +42,39 @@ def test_traffic_history_windows():
     assert [t for t, _ in h.snapshots][0] >= 1070
 
 
+def test_idle_hub_samples_traffic_rarely():
+    """No task changed state: the workers are asked for counters every IDLE_EVERY-th
+    interval only; after a transition, at the next one."""
+    from scheduler_plugins.dashboard.history import IDLE_EVERY, TrafficSampler
+
+    class Ledger:  # the traffic plugin's side of a sample, counted
+        collected = 0
+
+        async def collect(self) -> None:
+            self.collected += 1
+
+        def ledger(self) -> list:
+            return [["awi", "client", self.collected, 0, 0]]
+
+    traffic = Ledger()
+    scheduler = type("Hub", (), {"plugins": {"federation-traffic": traffic}})()
+    sampler = TrafficSampler(scheduler, TrafficHistory(), 2.0)
+
+    async def ticks(n: int) -> None:
+        for _ in range(n):
+            await sampler.sample()
+
+    asyncio.run(ticks(1))  # the first sample is taken
+    assert traffic.collected == 1
+    asyncio.run(ticks(IDLE_EVERY - 1))
+    assert traffic.collected == 1
+    asyncio.run(ticks(1))
+    assert traffic.collected == 2
+    sampler.active = True  # what the dashboard plugin's transition hook sets
+    asyncio.run(ticks(1))
+    assert traffic.collected == 3 and sampler.history.latest()[0][2] == 3
+
+
 def test_page_models_in_process(tmp_path):
     """The page's models from a hub state with a registered site, traffic and an error."""
     from distributed import Scheduler
