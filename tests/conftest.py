@@ -165,16 +165,3 @@ def worker_sites(fed) -> dict[str, str]:
     """Worker address -> site, from the resources the workers advertise."""
     info = fed.client.scheduler_info(n_workers=-1)["workers"]
     return {addr: site_of(w["resources"]) for addr, w in info.items()}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (xdist/remote.py)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run each module's tests in one pytest-xdist process (``--dist loadgroup``): a
-    test without an ``xdist_group`` mark is put in its module's group, so a module's
-    federations start once, and modules sharing a fixed resource (network namespace
-    names, one SLURM) never run at the same time. A module that needs more sets
-    ``pytestmark = pytest.mark.xdist_group("name")`` on itself and the modules it
-    conflicts with."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

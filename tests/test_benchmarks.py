@@ -104,7 +104,6 @@ def _namespaces_or_skip() -> None:
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.xdist_group("netns")  # fixed namespace names, as tests/test_relay.py
 def test_rtt_sweep_quick_through_the_delay_router(tmp_path):
     """``--rtt``: the matrix at two RTTs through the delay router, with the site-local
     bound, message counts and the measured RTT per setting; run it only under

@@ -29,9 +29,6 @@ from federation.security import init_ca, issue, security
 from .conftest import AWI_METHODS, AWI_TOOLS, make_site, open_local
 from .wait import wait
 
-# fixed namespace and interface names: never beside the other namespace tests (xdist)
-pytestmark = pytest.mark.xdist_group("netns")
-
 NS = "fedt-awi"
 HOST_IP, SITE_IP = "10.78.0.1", "10.78.0.2"
 
