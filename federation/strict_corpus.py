@@ -45,7 +45,7 @@ from distributed import LocalCluster
 
 from .catalog import describe_dataset
 from .lazy import build_dataset
-from .protocol import ADD_RESULT, SITE_CALLS, ref
+from .protocol import ADD_RESULT, RESULT_PUBLISHER, SITE_CALLS, ref
 from .sitecalls import run_method, write_result
 from .sitecontext import SiteContext, SiteWorkerPlugin
 from .sources import ZarrSource
@@ -256,6 +256,10 @@ def run_corpus(root: Path) -> set[tuple[str, str]]:
         stack.enter_context(dask.config.set({"array.rechunk.method": "tasks"}))
         # write_result reports the stored result to the hub; this cluster has none
         cluster.scheduler.handlers[ADD_RESULT] = lambda **kwargs: None
+        # ... and asks the hub who publishes it, from which datasets and methods
+        cluster.scheduler.handlers[RESULT_PUBLISHER] = lambda **kwargs: {
+            "published_by": "corpus", "datasets": [], "methods": [],
+        }
         for name, obj in analyses(root, context):
             try:
                 client.gather(client.compute(obj))
@@ -289,6 +293,8 @@ REVIEWED = {
         "wrapped: imports only modules of allow-listed functions",
     "federation.sitecalls:read_chunk": "reads only the site's own datasets, for the hub's tasks",
     "federation.sitecalls:write_result": "writes only into the site's results_dir",
+    "zarr.codecs.bytes:BytesCodec": "zarr 3's byte-order codec: a frozen record of an endian",
+    "zarr.codecs.bytes:Endian": "the enum of byte orders of zarr 3's bytes codec",
 }
 
 

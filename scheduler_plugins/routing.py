@@ -3,7 +3,7 @@
 Three decisions, all expressed as Dask resource restrictions on ``TaskState`` so that
 the scheduler's own placement, work stealing and retries respect them:
 
-1. **Site-bound calls.** A task whose run_spec calls :func:`federation.read.read_chunk`
+1. **Site-bound calls.** A task whose run_spec calls :func:`federation.sitecalls.read_chunk`
    (also inside fused subgraphs) may only run on workers labelled
    ``dataset:<site>/<name>``; one calling a shared method or storing a result only on
    workers labelled ``site:<site>`` (see :mod:`federation.graph`).
