@@ -57,8 +57,7 @@ def test_idle_hub_samples_traffic_rarely():
             return [["awi", "client", self.collected, 0, 0]]
 
     traffic = Ledger()
-    scheduler = type("Hub", (), {"plugins": {"federation-traffic": traffic}})()
-    sampler = TrafficSampler(scheduler, TrafficHistory(), 2.0)
+    sampler = TrafficSampler(traffic, TrafficHistory(), 2.0)
 
     async def ticks(n: int) -> None:
         for _ in range(n):
