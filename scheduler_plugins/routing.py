@@ -26,8 +26,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-import dask
-
 from federation.protocol import (
     SITE_PREFIX,
     dataset_label,
@@ -39,7 +37,7 @@ from federation.protocol import (
 
 from .plugin import FederationPlugin
 from .scan import ScanPlugin
-from .sitequeue import HOLD, SiteQueue
+from .sitequeue import HOLD, SiteQueue, setting
 from .state import FederationState
 
 if TYPE_CHECKING:
@@ -82,15 +80,9 @@ class RoutingPlugin(FederationPlugin):
         site_queue: bool | None = None,
     ):
         self.state = state
-        if saturation is None:
-            saturation = dask.config.get("federation.site-queue.saturation")
-        self.saturation = float(saturation)
-        if memory_fraction is None:
-            memory_fraction = dask.config.get("federation.site-queue.memory-fraction")
-        self.memory_fraction = float(memory_fraction)
-        if site_queue is None:
-            site_queue = dask.config.get("federation.site-queue.enabled")
-        self.site_queue = bool(site_queue)
+        self.saturation = float(setting("saturation", saturation))
+        self.memory_fraction = float(setting("memory-fraction", memory_fraction))
+        self.site_queue = bool(setting("enabled", site_queue))
         #: keys of site-bound tasks (reads, method calls, result writes): never re-placed
         self.pinned: set[Any] = set()
         self.queue = SiteQueue(state, self.saturation, self.memory_fraction)

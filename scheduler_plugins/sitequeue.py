@@ -56,6 +56,12 @@ HOLD = "federation:held"
 UNKNOWN = ""
 
 
+def setting(key: str, given: Any = None) -> Any:
+    """``given``, unless ``None``: then ``federation.site-queue.<key>`` from the hub's
+    dask config (defaults: federation.yaml)."""
+    return dask.config.get(f"federation.site-queue.{key}") if given is None else given
+
+
 class SiteQueue:
     """Parked reads per label and user; admits them into their sites' free slots.
 
@@ -91,12 +97,8 @@ class SiteQueue:
         self.state = state
         self.saturation = saturation
         self.memory_fraction = memory_fraction
-        if prefetch is None:
-            prefetch = dask.config.get("federation.site-queue.prefetch")
-        self.prefetch = float(prefetch)
-        if max_saturation is None:
-            max_saturation = dask.config.get("federation.site-queue.max-saturation")
-        self.max_saturation = float(max_saturation)
+        self.prefetch = float(setting("prefetch", prefetch))
+        self.max_saturation = float(setting("max-saturation", max_saturation))
         #: key -> the label a parked read needs, until admitted or forgotten
         self.parked: dict[Any, str] = {}
         #: label -> user -> heap of (priority, key) of that user's parked reads
@@ -116,7 +118,7 @@ class SiteQueue:
     def start(self, scheduler: Scheduler) -> None:
         """Start the safety poll; admit when a worker's status changes."""
         self.scheduler = scheduler
-        interval = parse_timedelta(dask.config.get("federation.site-queue.poll"))
+        interval = parse_timedelta(setting("poll"))
         poll = PeriodicCallback(self.wake, interval * 1000)
         scheduler.periodic_callbacks["federation-site-queue"] = poll
         if scheduler.status == Status.running:
