@@ -91,9 +91,11 @@ def test_site_killed_and_restarted_replaces_its_dead_registration(tmp_path):
 
 @pytest.mark.slow
 def test_demo_keep_stops_on_sigterm_leaving_no_process_and_no_data():
-    """``dask federation demo --keep`` stopped by SIGTERM (timeout, docker stop, systemd)
-    cleans up like Ctrl-C: no hub or site process survives, the temporary data is gone.
-    On the way it shows progress and links the federation page while the hub runs."""
+    """``dask federation demo --keep`` runs end to end, and stopped by SIGTERM (timeout,
+    docker stop, systemd) cleans up like Ctrl-C: no hub or site process survives, the
+    temporary data is gone. On the way it shows progress, the result, the tasks per site,
+    the bytes that crossed borders and the shared workflow's answer, and links the
+    federation page while the hub runs."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "federation.cli", "demo", "--size", "20MB", "--keep"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -127,6 +129,10 @@ def test_demo_keep_stops_on_sigterm_leaving_no_process_and_no_data():
         "awi: site up", "geomar: site up", "dkrz: site up"
     ]
     assert "Demo took" in out and "/status" not in out
+    for text in ("corr(sst, chl)", "Tasks run per site: awi:", "Bytes across site borders",
+                 "a download-everything approach moves", "monthly anomaly corr(sst, chl)"):
+        assert text in out, out
+    assert float(out.split("corr(sst, chl)")[1].split()[0]) < -0.5
 
 
 def _log_after(lf, name: str, start: int, expect: str, timeout: float = 10) -> str:

@@ -6,11 +6,13 @@ import pytest
 
 from benchmarks.soak import soak
 
-pytestmark = pytest.mark.slow  # a fixed two minutes
+pytestmark = pytest.mark.slow  # about a minute idle, at most five on a slow machine
 
 
-def test_soak_two_minutes_no_wrong_results():
-    report = soak(minutes=2.0, kill_every=4.0)
+def test_soak_no_wrong_results():
+    # ends once ten workers were killed (each after its predecessor's replacement joined)
+    # and ten computations came back, so a slow machine takes longer, not fails
+    report = soak(minutes=5.0, kill_every=3.0, enough=10)
     print(report)
     assert report["wrong_results"] == 0, report
     assert report["workers_killed"] >= 10, report
