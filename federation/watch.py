@@ -16,6 +16,8 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
+import zarr
+
 from .catalog import DatasetInfo
 from .config import SiteConfig
 from .sources import Source, identity, source_for
@@ -40,25 +42,49 @@ def _all_files(path: str) -> list[tuple[str, int, int]]:
     return sorted(out)
 
 
-def wait_until_quiet(source: Source) -> None:
-    """Wait until a zarr store's files (chunks too) stop changing, up to
-    :data:`~federation.versions.SETTLE_SECONDS`.
+def missing_chunks(source: Source) -> int:
+    """Chunks of a zarr store's arrays that have no file yet (0 for other sources, or a
+    store zarr cannot open right now). Counted by zarr itself (``nchunks`` minus
+    ``nchunks_initialized``: one listing of the store)."""
+    if source.kind != "store" or not os.path.isdir(source.path) or source.engine == "icechunk":
+        return 0
+    try:
+        group = zarr.open_group(source.path, mode="r", use_consolidated=False)
+        return sum(a.nchunks - a.nchunks_initialized for _, a in group.arrays())
+    except Exception:  # mid-write metadata, or not a group: the quiet walk decides
+        return 0
+
+
+def wait_until_quiet(source: Source, missing_before: int = 0) -> int:
+    """Wait until a zarr store's files (chunks too) stop changing and it has no more
+    chunks without a file than ``missing_before`` (the count at its last description),
+    up to :data:`~federation.versions.SETTLE_SECONDS`; returns the count it ended with.
 
     zarr (and xarray's ``to_zarr(append_dim=...)``) first resizes the arrays' metadata
     and then writes the new chunks: described in between, the new steps would read as
-    fill values. A full walk costs one ``stat`` per chunk file, paid only when the
-    metadata changed.
+    fill values. A writer on a busy machine can pause longer than
+    :data:`QUIET_SECONDS` between the two, so quiet files alone do not prove the append
+    done; chunks the new extent has but the files lack do. A store that leaves chunks
+    unwritten on purpose (all fill value) keeps its count, and one whose append adds such
+    chunks waits the full settle time once. A full walk costs one ``stat`` per chunk
+    file, paid only when the metadata changed.
     """
     if source.kind != "store" or not os.path.isdir(source.path) or source.engine == "icechunk":
-        return  # Icechunk commits atomically; files are checked around every read
+        return 0  # Icechunk commits atomically; files are checked around every read
     deadline = time.monotonic() + SETTLE_SECONDS
     before = _all_files(source.path)
+    missing = missing_chunks(source)
     while time.monotonic() < deadline:
         time.sleep(QUIET_SECONDS)
         now = _all_files(source.path)
-        if now == before:
-            return
+        missing = missing_chunks(source)
+        if now == before and missing <= missing_before:
+            return missing
         before = now
+    if missing > missing_before:
+        logger.info("Dataset at %s: %d chunks still have no file after %.0f s; describing it "
+                    "as it is", source.path, missing, SETTLE_SECONDS)
+    return missing
 
 
 class Watcher:
@@ -87,6 +113,8 @@ class Watcher:
         self.digests = {
             info.name: self._digest_of(info) for info in catalog if info.name in self.sources
         }
+        #: dataset name -> chunks without a file at its last description
+        self.missing = {name: missing_chunks(src) for name, src in self.sources.items()}
         self._wake = asyncio.Event()
 
     def _digest_of(self, info: DatasetInfo) -> str | None:
@@ -115,7 +143,7 @@ class Watcher:
                 continue
             old = self.catalog[name]
             try:
-                wait_until_quiet(source)
+                missing = wait_until_quiet(source, self.missing.get(name, 0))
                 info = self.describe(name, source, self.log)
             except Exception as e:  # a provider mid-write: the next check sees it done
                 logger.info("Dataset %s/%s changed but cannot be described yet (%s: %s); "
@@ -123,6 +151,7 @@ class Watcher:
                             old.version)
                 continue
             self.digests[name] = self._digest_of(info)
+            self.missing[name] = missing
             if info.version != old.version:
                 self.catalog[name] = info
                 changed.append(info)

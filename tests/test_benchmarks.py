@@ -22,16 +22,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(600)
 def test_benchmark_runner_in_loopback_mode_on_tiny_data(tmp_path):
     results_dir = tmp_path / "results"
     cmd = [
         sys.executable, "-m", "benchmarks", "run", "--quick", "--loopback",
         "--size", "4MiB", "--chunk-days", "5", "--memory-limit", "1GiB",
         "--data-dir", str(tmp_path / "data"), "--results-dir", str(results_dir),
-        "--name", "smoke", "--overhead-tasks", "1500", "--no-diagnose",
+        "--name", "smoke", "--overhead-tasks", "400", "--no-diagnose",
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=590)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Using loopback" in proc.stdout
 
@@ -66,7 +66,7 @@ def test_benchmark_runner_in_loopback_mode_on_tiny_data(tmp_path):
 
     overhead = results["overhead"]
     assert {r["variant"] for r in overhead["runs"]} == {"off", "on"}
-    assert overhead["tasks"] > 1000
+    assert overhead["tasks"] >= 400
     assert all(r["scheduler_cpu_s"] > 0 for r in overhead["runs"])
     assert "overhead_pct" in overhead
     # the scale tables (benchmarks.schedscale) from the same runs: CPU and memory per task
