@@ -14,9 +14,10 @@ worker dialling out.
 
 The member list comes from the hub (``federation_members``, see
 :mod:`scheduler_plugins.members`), refreshed every ``federation.revocation.interval``
-(2 s) and at once, at most once a second, when a caller names an unknown address (a
-worker that just joined). The same reply carries the revoked certificates, which the
-worker refuses and disconnects (:mod:`federation.revocation`).
+(2 s) and, when a caller names an unknown address (a worker that just joined), once
+more before refusing, with a request sent after the call arrived (at most once a
+second). The same reply carries the revoked certificates, which the worker refuses and
+disconnects (:mod:`federation.revocation`).
 """
 
 from __future__ import annotations
@@ -123,12 +124,29 @@ class PeersPlugin(WorkerPlugin):
             self.revoked = revoked
             disconnect(self.worker, revoked)
 
+    async def _members_since(self, since: float) -> None:
+        """Refresh until the member list answers a request sent after ``since``
+        (monotonic seconds), asking no more often than :data:`REFRESH_MIN_INTERVAL`.
+
+        A worker that joined after the last answer is named in a ``compute-task`` only
+        after the hub added it, so a request sent after that message arrived lists it;
+        an older answer (the periodic refresh just before) does not, and refusing on it
+        would fail the input for good (the state machine errs a refused fetch)."""
+        while self._asked < since:
+            if self._refreshing is None:
+                wait = REFRESH_MIN_INTERVAL - (time.monotonic() - self._asked)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    if self._asked >= since:  # another check asked meanwhile
+                        break
+            await self.refresh()
+
     async def check(self, targets: set[str]) -> PermissionError | None:
         """``None`` if every target is a federation worker, else the refusal."""
+        since = time.monotonic()
         strangers = targets - self.members - {self.worker.address}
-        if strangers and (self._refreshing is not None
-                          or time.monotonic() - self._asked > REFRESH_MIN_INTERVAL):
-            await self.refresh()
+        if strangers:
+            await self._members_since(since)
             strangers = targets - self.members - {self.worker.address}
         if not strangers:
             return None
