@@ -103,6 +103,21 @@ class LocalFederation:
         return data.decode(errors="replace")
 
     def start_hub(self) -> None:
+        """Start the hub and wait until it listens. On its first start, ports that another
+        process took between :func:`free_port` and the hub binding them are chosen again
+        (twice at most); a restart keeps its address, which the sites reconnect to."""
+        first = "hub" not in self.processes
+        for attempt in range(3):
+            try:
+                return self._start_hub()
+            except RuntimeError as e:
+                if not first or attempt == 2 or "Address already in use" not in str(e):
+                    raise
+            self.port = free_port()
+            self.dashboard_port = free_port() if self.dashboard_port else None
+            self.address = f"{'tls' if self.tls else 'tcp'}://{self.host}:{self.port}"
+
+    def _start_hub(self) -> None:
         dash = f"127.0.0.1:{self.dashboard_port}" if self.dashboard_port else ":0"
         tls = []
         if self.tls:
@@ -116,13 +131,17 @@ class LocalFederation:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.processes["hub"].poll() is not None:
-                raise RuntimeError(f"hub exited:\n{self.log('hub')}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError(f"hub did not start:\n{self.log('hub')}")
+                raise RuntimeError(f"hub exited:\n{self.log('hub', current=True)}")
+            # its own log line first: a connection alone may reach another process that
+            # took the port
+            if "Federation hub at" in self.log("hub", current=True):
+                try:
+                    socket.create_connection((self.host, self.port), timeout=1).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"hub did not start:\n{self.log('hub', current=True)}")
 
     def start_site(
         self, config: str | os.PathLike, *extra: str, name: str | None = None,

@@ -4,6 +4,7 @@ The demo's end-to-end run is in ``test_newuser`` (``--keep``, stopped by SIGTERM
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -38,3 +39,18 @@ def test_preload_into_a_plain_dask_scheduler(tmp_path):
         lf.close()
         scheduler.terminate()
         scheduler.wait(30)
+
+
+def test_local_federation_chooses_another_port_when_its_port_was_taken(tmp_path):
+    """A port free when chosen but taken before the hub binds it (another test's process
+    got it) is chosen again, not a failed start."""
+    lf = LocalFederation(tmp_path / "logs", dashboard=False)
+    taken = lf.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with lf:
+            assert lf.port != taken and lf.address.endswith(f":{lf.port}")
+            with lf.connect() as fed:
+                assert fed.sites() == {}
+    assert "Address already in use" in lf.log("hub")  # the first try, logged
