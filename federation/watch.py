@@ -42,11 +42,17 @@ def _all_files(path: str) -> list[tuple[str, int, int]]:
     return sorted(out)
 
 
+def _zarr_directory(source: Source) -> bool:
+    """A zarr store in a local directory. Icechunk commits atomically (its files are
+    checked around every read), other sources are single files or URLs."""
+    return source.kind == "store" and os.path.isdir(source.path) and source.engine != "icechunk"
+
+
 def missing_chunks(source: Source) -> int:
     """Chunks of a zarr store's arrays that have no file yet (0 for other sources, or a
     store zarr cannot open right now). Counted by zarr itself (``nchunks`` minus
     ``nchunks_initialized``: one listing of the store)."""
-    if source.kind != "store" or not os.path.isdir(source.path) or source.engine == "icechunk":
+    if not _zarr_directory(source):
         return 0
     try:
         group = zarr.open_group(source.path, mode="r", use_consolidated=False)
@@ -69,11 +75,11 @@ def wait_until_quiet(source: Source, missing_before: int = 0) -> int:
     chunks waits the full settle time once. A full walk costs one ``stat`` per chunk
     file, paid only when the metadata changed.
     """
-    if source.kind != "store" or not os.path.isdir(source.path) or source.engine == "icechunk":
-        return 0  # Icechunk commits atomically; files are checked around every read
+    if not _zarr_directory(source):
+        return 0
     deadline = time.monotonic() + SETTLE_SECONDS
     before = _all_files(source.path)
-    missing = missing_chunks(source)
+    missing = missing_before
     while time.monotonic() < deadline:
         time.sleep(QUIET_SECONDS)
         now = _all_files(source.path)
@@ -113,8 +119,9 @@ class Watcher:
         self.digests = {
             info.name: self._digest_of(info) for info in catalog if info.name in self.sources
         }
-        #: dataset name -> chunks without a file at its last description
-        self.missing = {name: missing_chunks(src) for name, src in self.sources.items()}
+        #: dataset name -> chunks without a file at its last description (counted when
+        #: :meth:`run` starts, off the event loop)
+        self.missing: dict[str, int] = {}
         self._wake = asyncio.Event()
 
     def _digest_of(self, info: DatasetInfo) -> str | None:
@@ -159,6 +166,9 @@ class Watcher:
 
     async def run(self) -> None:
         """Check every ``refresh`` seconds (``0``: only when woken) until cancelled."""
+        # one store listing per dataset: in a thread, not in the site's start-up
+        self.missing = await asyncio.to_thread(
+            lambda: {name: missing_chunks(src) for name, src in self.sources.items()})
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.cfg.refresh or None)
