@@ -82,6 +82,8 @@ def start_contention(n: int) -> list[subprocess.Popen]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from federation.protocol import site_of_ref
+
     from . import data as bdata
     from . import report
     from .approaches import APPROACHES
@@ -95,10 +97,12 @@ def run(args: argparse.Namespace) -> dict:
     deep_limit = parse_bytes(args.deep_memory_limit)
     deep_size = parse_bytes(args.deep_size) if args.deep_size else (
         size if args.quick else 4 * deep_limit)
-    sizes = {site: size for site in SITE_ROLES}
-    sizes["deep"] = deep_size
-    limits = {site: memory_limit for site in SITE_ROLES}
-    limits["deep"] = deep_limit
+    workloads = args.workloads or list(WORKLOADS)
+    # only the sites the chosen workloads read are started (and their data made)
+    read = {site_of_ref(ref) for w in workloads for ref, _, _ in WORKLOADS[w].inputs}
+    sites = [site for site in SITE_ROLES if site in read]
+    sizes = {site: deep_size if site == "deep" else size for site in sites}
+    limits = {site: deep_limit if site == "deep" else memory_limit for site in sites}
     overhead_tasks = args.overhead_tasks
     if overhead_tasks is None:
         overhead_tasks = 20_000 if args.quick else 100_000
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.rtt:
             raise SystemExit(f"--rtt needs the namespace network (root), but: {why}")
         print(f"Using loopback (127.0.0.1, no shaping): {why}.", flush=True)
-    roles = ["hub", *SITE_ROLES, "client"]
+    roles = ["hub", *sites, "client"]
     net = Namespaces(roles, bandwidth=args.bandwidth,
                      rtt_ms=args.rtt[0] if args.rtt else None,
                      jitter_ms=args.jitter) if mode == "netns" else Loopback()
@@ -133,11 +137,11 @@ def run(args: argparse.Namespace) -> dict:
     from .cluster import free_port
 
     spec = {
-        "mode": mode, "roles": roles, "bandwidth": args.bandwidth, "sites": SITE_ROLES,
+        "mode": mode, "roles": roles, "bandwidth": args.bandwidth, "sites": sites,
         "configs": configs, "workdir": str(workdir), "data_dir": str(data_dir),
         "hub_port": 8786 if mode == "netns" else free_port(),
         "plain_port": 8796 if mode == "netns" else free_port(),
-        "workloads": args.workloads or list(WORKLOADS),
+        "workloads": workloads,
         # the sweep also asks for the limit, not only the peers
         "approaches": args.approaches or [*APPROACHES, *(["site-local"] if args.rtt else [])],
         "rtts": args.rtt,
@@ -219,7 +223,7 @@ def run(args: argparse.Namespace) -> dict:
             "memory_gib": psutil.virtual_memory().total / 2**30,
             "python": platform.python_version(), "dask": dask.__version__,
             "distributed": distributed.__version__, "size_per_site": size,
-            "bytes_on_disk": sizes, "datasets": bdata.describe_sites(),
+            "bytes_on_disk": sizes, "datasets": bdata.describe_sites(sites),
             "chunk_days": args.chunk_days, "memory_limit": memory_limit,
             "deep_size": deep_size, "deep_memory_limit": deep_limit,
             "contention": args.contention,

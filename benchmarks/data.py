@@ -28,10 +28,11 @@ def size_tag(size: int, chunk_days: int) -> str:
 
 
 def prepare(data_dir: Path, sizes: dict[str, int], chunk_days: int, log=print) -> dict[str, Path]:
-    """Generate (or reuse) each site's dataset; returns site -> dataset path."""
+    """Generate (or reuse) the dataset of each site in ``sizes``; returns site -> dataset
+    path."""
     paths = {}
-    for site, (kind, filename) in SITES.items():
-        size = sizes[site]
+    for site, size in sizes.items():
+        kind, filename = SITES[site]
         path = Path(data_dir) / size_tag(size, chunk_days) / site / filename
         marker = path.with_name(path.name + ".complete")
         if not marker.exists():
@@ -84,9 +85,9 @@ def write_tiny(path: Path, steps: int, side: int = 8) -> Path:
     return path
 
 
-def describe_sites() -> dict[str, str]:
-    return {site: f"{kind} ({VARIABLES[kind][2]}), {filename}"
-            for site, (kind, filename) in SITES.items()}
+def describe_sites(sites: list[str]) -> dict[str, str]:
+    return {site: f"{SITES[site][0]} ({VARIABLES[SITES[site][0]][2]}), {SITES[site][1]}"
+            for site in sites}
 
 
 def du(path: Path) -> int:

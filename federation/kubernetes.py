@@ -122,11 +122,14 @@ async def fetch_worker_secrets(url: str, token: str, timeout: float) -> dict[str
     while True:
         try:
             reply = await AsyncHTTPClient().fetch(url, request_timeout=10)
-            return open_secrets(reply.body, token)
         except HTTPClientError as e:  # 503 until the site is registered
             last = f"HTTP {e.code}: {e.message}"
         except OSError as e:
             last = str(e)
+        else:
+            # outside the try: a PermissionError is an OSError, and another token will
+            # not open a later answer either, so it is final, not a reason to wait
+            return open_secrets(reply.body, token)
         if loop.time() > deadline:
             raise ConfigError(
                 f"no worker secrets from the site process at {url} within {timeout:g} s "

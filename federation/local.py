@@ -171,20 +171,25 @@ class LocalFederation:
     def connect(self, **client_kwargs) -> Federation:
         return connect(self.address, **{"timeout": "30s", **client_kwargs})
 
-    def stop(self, name: str, timeout: float = 20) -> None:
-        proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    def stop(self, *names: str, timeout: float = 20) -> None:
+        """Stop the processes ``names``: SIGTERM to all of them at once (each shuts down
+        gracefully in parallel), then SIGKILL to the process group of any still running
+        after ``timeout`` seconds."""
+        procs = [proc for name in names
+                 if (proc := self.processes.pop(name, None)) is not None and proc.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def close(self) -> None:
-        for name in [n for n in self.processes if n != "hub"]:
-            self.stop(name)
+        """Stop the sites (together), then the hub."""
+        self.stop(*[n for n in self.processes if n != "hub"])
         self.stop("hub")
 
     def __enter__(self) -> LocalFederation:

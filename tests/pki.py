@@ -26,14 +26,23 @@ def _creds(pki, name: str, ca: str = "ca") -> tuple[str, str, str]:
     return str(d / "ca.pem"), str(d / f"{name}.pem"), str(d / f"{name}-key.pem")
 
 
+def _certs(*args: str) -> None:
+    """``dask federation certs ARGS``, run in this process (click's test runner): the
+    CLI's own code, without a Python start-up per certificate."""
+    from click.testing import CliRunner
+
+    from federation.cli import main
+
+    result = CliRunner().invoke(main, ["certs", *args])
+    assert result.exit_code == 0, result.output
+
+
 def make_pki(root: Path) -> Path:
     """The CA in ``root/ca`` with its certificates, and another CA in ``root/other``."""
-    proc = _cli("certs", "init", str(root / "ca"))
-    assert proc.returncode == 0, proc.stderr
+    _certs("init", str(root / "ca"))
     for args in (["--hub"], ["--site", "awi"], ["--site", "geomar"], ["--user", "alice"],
                  ["--user", "bob"]):
-        proc = _cli("certs", "issue", str(root / "ca"), *args)
-        assert proc.returncode == 0, proc.stderr
+        _certs("issue", str(root / "ca"), *args)
     init_ca(root / "other")  # a CA that is not the federation's
     issue(root / "other", "user", "mallory")
     return root

@@ -330,9 +330,11 @@ def test_kubernetes_site_answers_the_operator(hpc_federation, tmp_path, monkeypa
     with urllib.request.urlopen(secrets_url, timeout=10) as r:
         sealed = r.read()  # what anyone on the pod network can fetch: sealed
     assert b"FEDERATION_CAPABILITY_KEY" not in sealed
+    # another token opens no answer, now or later: the pod ends at once, not after
+    # waiting its death timeout (120 s, beyond this call's timeout) for the site
     impostor = subprocess.run(
-        pod("impostor", "--death-timeout", "20"), capture_output=True, text=True, timeout=60,
-        env={**os.environ, "FEDERATION_SITE_BOOTSTRAP_TOKEN": "i" * 43},
+        pod("impostor", "--death-timeout", "120"), capture_output=True, text=True,
+        timeout=60, env={**os.environ, "FEDERATION_SITE_BOOTSTRAP_TOKEN": "i" * 43},
     )
     assert impostor.returncode == 2 and "do not open" in impostor.stderr
     with lf.connect() as fed:
