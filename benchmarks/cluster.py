@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -73,28 +74,26 @@ class Processes:
             time.sleep(0.2)
         raise TimeoutError(f"{name} did not print {text!r}:\n{self.log(name)[-3000:]}")
 
-    def stop(self, name: str, timeout: float = 20) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            except ProcessLookupError:
-                pass
-        try:  # children (worker processes) of the group, also if the leader is gone
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
+    def stop(self, *names: str, timeout: float = 20) -> None:
+        """Stop the process groups ``names``: SIGTERM to all at once (they shut down in
+        parallel), SIGKILL to each group after ``timeout`` s or once its leader exited
+        (its worker processes, also if the leader is gone)."""
+        procs = [proc for name in names if (proc := self.procs.pop(name, None)) is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def stop_all(self, first: list[str] = ()) -> None:
-        for name in [*[n for n in first if n in self.procs],
-                     *[n for n in self.procs if n not in first]]:
-            self.stop(name)
+        self.stop(*[n for n in first if n in self.procs])
+        self.stop(*list(self.procs))
 
 
 class _Cluster:
@@ -118,8 +117,7 @@ class _Cluster:
             self.procs.wait_for(self.site_name(site), "serving")
 
     def stop(self) -> None:
-        for site in self.configs:
-            self.procs.stop(self.site_name(site))
+        self.procs.stop(*[self.site_name(site) for site in self.configs])
         self.procs.stop(self.scheduler_name)
 
 

@@ -146,14 +146,12 @@ def scheduler_overhead(net, procs, workdir: Path, spec: dict, log=print) -> dict
             log(f"  plugins {variant:10s} {tasks:,} tasks  {wall:6.1f} s wall  "
                 f"scheduler CPU {cpu:6.1f} s = {run['cpu_per_task_us']:.0f} µs/task, "
                 f"{run['rss_per_task_bytes']:,.0f} B/task")
-            for site in SITES:  # done with this variant: free the machine
-                procs.stop(f"ovh-{site}-{i}")
+            # done with this variant: free the machine
+            procs.stop(*[f"ovh-{site}-{i}" for site in SITES])
             procs.stop(f"ovh-sched-{i}")  # the profiled one writes its stats now
     finally:
-        for i in addresses:
-            for site in SITES:
-                procs.stop(f"ovh-{site}-{i}")
-            procs.stop(f"ovh-sched-{i}")
+        procs.stop(*[f"ovh-{site}-{i}" for i in addresses for site in SITES])
+        procs.stop(*[f"ovh-sched-{i}" for i in addresses])
     big = runs[0]["tasks"] if runs else 0
     off = [r["cpu_per_task_us"] for r in runs if r["variant"] == "off" and r["tasks"] == big]
     on = [r["cpu_per_task_us"] for r in runs if r["variant"] == "on" and r["tasks"] == big]

@@ -63,6 +63,11 @@ def _security(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None
     help="Dashboard / HTTP address",
 )
 @click.option(
+    "--dashboard/--no-dashboard", default=True, show_default=True,
+    help="Serve the dashboard pages (Bokeh), as 'dask scheduler --no-dashboard'; the "
+    "HTTP API stays at --dashboard-address either way",
+)
+@click.option(
     "--relay-port", default=8789, show_default=True,
     help="Port of the relay that outbound-only sites connect to (0: any free port)",
 )
@@ -78,7 +83,7 @@ def _security(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None
 )
 @tls_options
 def hub(
-    host: str | None, port: int, dashboard_address: str, relay_port: int,
+    host: str | None, port: int, dashboard_address: str, dashboard: bool, relay_port: int,
     preload: tuple[str, ...], config_file: str | None, tls_crl: str | None,
     tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None,
 ) -> None:
@@ -101,7 +106,8 @@ def hub(
         dask.config.set({"federation.tls.crl": os.path.abspath(tls_crl)})
     dask.config.set({"federation.relay.port": relay_port})
     security = _security(tls_ca_file, tls_cert, tls_key)
-    asyncio.run(run_hub(host, port, dashboard_address, preload, security=security))
+    asyncio.run(run_hub(host, port, dashboard_address, preload, security=security,
+                        dashboard=dashboard))
 
 
 @main.command()

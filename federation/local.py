@@ -118,7 +118,9 @@ class LocalFederation:
             self.address = f"{'tls' if self.tls else 'tcp'}://{self.host}:{self.port}"
 
     def _start_hub(self) -> None:
-        dash = f"127.0.0.1:{self.dashboard_port}" if self.dashboard_port else ":0"
+        # without a dashboard the HTTP server still listens (on any port), Bokeh is off
+        dash = (["--dashboard-address", f"127.0.0.1:{self.dashboard_port}"] if self.dashboard_port
+                else ["--dashboard-address", "127.0.0.1:0", "--no-dashboard"])
         tls = []
         if self.tls:
             ca, cert, key = map(str, self.tls)
@@ -126,7 +128,7 @@ class LocalFederation:
         self._spawn(
             "hub", "hub", "--host", self.host, "--port", str(self.port),
             "--relay-port", str(free_port()),
-            "--dashboard-address", dash, *tls, *self.hub_args, wrapper=self.hub_wrapper,
+            *dash, *tls, *self.hub_args, wrapper=self.hub_wrapper,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

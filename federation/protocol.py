@@ -87,6 +87,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+# -- the hub's HTTP API -----------------------------------------------------------------------
+
+#: the HTTP API's root below the dashboard prefix (routes: scheduler_plugins/http/routes/)
+API_PATH = "federation/api/v1"
+
 # -- RPC handlers of the hub ----------------------------------------------------------------
 
 #: every handler the federation adds starts with this (undeclared ones are refused)

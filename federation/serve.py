@@ -15,6 +15,7 @@ from distributed.security import Security
 from distributed.utils import get_ip, get_ip_interface
 
 from .config import ConfigError, SiteConfig
+from .protocol import API_PATH
 from .site import Site, site_nannies, use_config_dir
 
 logger = logging.getLogger("federation")
@@ -31,8 +32,9 @@ async def _until_signal(done: Awaitable[object], close: Callable[[], Awaitable[o
 ANY_HOST = ("", "0.0.0.0", "::")
 
 
-def hub_addresses(scheduler: Scheduler, host: str | None) -> list[str]:
-    """Where users reach the hub and its federation page, as the log should say.
+def hub_addresses(scheduler: Scheduler, host: str | None, pages: bool = True) -> list[str]:
+    """Where users reach the hub and its federation page (``pages=False``, a hub without
+    dashboard pages: its HTTP API), as the log should say.
 
     distributed names a hub listening on all interfaces by one external address; users
     on the hub's own machine connect to 127.0.0.1, so both are given. The page's address
@@ -51,7 +53,9 @@ def hub_addresses(scheduler: Scheduler, host: str | None) -> list[str]:
         shown = "127.0.0.1" if bound in ANY_HOST else bound
         shown = f"[{shown}]" if ":" in shown else shown
         where = " (all interfaces)" if bound in ANY_HOST else ""
-        lines.append(f"Federation page at {web}://{shown}:{dashboard.port}/federation{where}")
+        url = f"{web}://{shown}:{dashboard.port}"
+        lines.append(f"Federation page at {url}/federation{where}" if pages else
+                     f"Federation HTTP API at {url}/{API_PATH} (no dashboard pages){where}")
     return lines
 
 
@@ -61,18 +65,22 @@ async def run_hub(
     dashboard_address: str = ":8787",
     preload: tuple[str, ...] = (),
     security: Security | None = None,
+    dashboard: bool = True,
 ) -> None:
-    """A distributed Scheduler with the federation plugins, until SIGINT/SIGTERM."""
+    """A distributed Scheduler with the federation plugins, until SIGINT/SIGTERM.
+    ``dashboard=False``: no Bokeh pages (and no Bokeh import); the HTTP server with the
+    federation's API still listens at ``dashboard_address``."""
     scheduler = Scheduler(
         host=host,
         port=port,
+        dashboard=dashboard,
         dashboard_address=dashboard_address,
         preload=["scheduler_plugins", *preload],
         security=security,
         protocol="tls" if security else None,
     )
     await scheduler
-    for line in hub_addresses(scheduler, host):
+    for line in hub_addresses(scheduler, host, pages=dashboard):
         logger.info("%s", line)
     await _until_signal(scheduler.finished(), lambda: scheduler.close(reason="signal"))
 

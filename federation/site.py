@@ -445,7 +445,9 @@ class Site:
                         "site certificate from it: dask federation certs issue CA_DIR --site "
                         f"{self.cfg.site}"
                     ) from None
-                if give_up is not None and loop.time() > give_up:
+                # no try that could only start after the deadline (distributed's connect
+                # retried until its timeout, which is the time left)
+                if give_up is not None and loop.time() + delay > give_up:
                     raise HubUnavailable(
                         f"cannot reach the hub at {self.hub} ({e}); check 'hub:' in the "
                         "site config or --hub, and that the hub is running"

@@ -4,11 +4,16 @@ The demo's end-to-end run is in ``test_newuser`` (``--keep``, stopped by SIGTERM
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import numpy as np
+import pytest
 
 from federation.local import LocalFederation, free_port
 
@@ -54,3 +59,19 @@ def test_local_federation_chooses_another_port_when_its_port_was_taken(tmp_path)
             with lf.connect() as fed:
                 assert fed.sites() == {}
     assert "Address already in use" in lf.log("hub")  # the first try, logged
+
+
+def test_hub_without_dashboard_pages_still_serves_its_http_api(tmp_path):
+    """``dask federation hub --no-dashboard`` (as ``dask scheduler --no-dashboard``): no
+    Bokeh pages, the HTTP API at the address its log names."""
+    with LocalFederation(tmp_path / "logs", dashboard=False) as lf:
+        log = lf.log("hub")
+        assert "Federation page" not in log
+        api = re.search(r"Federation HTTP API at (http://127\.0\.0\.1:\d+/\S+) \(no dashboard "
+                        r"pages\)$", log, re.MULTILINE).group(1)
+        with urllib.request.urlopen(f"{api}/sites", timeout=30) as r:
+            assert json.load(r)["sites"] == []  # the API answers: no site registered yet
+        page = api.split("/federation/")[0] + "/federation"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(page, timeout=30)
+        assert e.value.code == 404

@@ -50,18 +50,29 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize("case,text,message", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_site_config_stops_with_a_message(tmp_path, local_federation, case, text, message):
+    """Each mistake ends ``dask federation site`` with exit status 2 and one line naming
+    it, no traceback. The first case runs as a real process; the others run the same
+    command in this process (click's runner: the CLI's own code, without a Python
+    start-up each), as nothing starts before the config is refused."""
+    import re
+
     (tmp_path / "corrupt.zarr").mkdir()
     (tmp_path / "corrupt.zarr" / "zarr.json").write_text("{not json")
     (tmp_path / "notes.txt").write_text("just text")
     cfg = tmp_path / f"{case}.yaml"
     cfg.write_text(text)
-    proc = _cli("site", str(cfg), "--hub", local_federation.address)
-    assert proc.returncode == 2, proc.stderr
-    assert "error:" in proc.stderr
-    import re
-
-    assert re.search(message, proc.stderr), proc.stderr
-    assert "Traceback" not in proc.stderr
+    args = ("site", str(cfg), "--hub", local_federation.address)
+    if case == BAD_CONFIGS[0][0]:
+        proc = _cli(*args)
+        code, stderr = proc.returncode, proc.stderr
+    else:
+        result = CliRunner().invoke(cli_main, args)
+        assert isinstance(result.exception, SystemExit), result.exc_info
+        code, stderr = result.exit_code, result.stderr
+    assert code == 2, stderr
+    assert "error:" in stderr
+    assert re.search(message, stderr), stderr
+    assert "Traceback" not in stderr
 
 
 def test_site_name_taken_is_refused_and_hub_keeps_serving(tmp_path, local_federation, fed):

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
+from federation.protocol import API_PATH
+
 from .auth import api_caller
 from .codec import to_jsonable
-from .common import API_PATH, setting
+from .common import setting
 from .errors import ApiError, domain_error
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""Where the hub's HTTP API lives and how it reads its settings."""
+"""How the hub's HTTP API finds its URL prefix and reads its settings (its root,
+``API_PATH``, is part of the contract: :mod:`federation.protocol`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,6 @@ import dask
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
-
-#: The API's root below the dashboard prefix.
-API_PATH = "federation/api/v1"
-
 
 def setting(key: str) -> Any:
     """``federation.http.<key>`` (defaults: federation/federation.yaml)."""

@@ -35,10 +35,12 @@ from urllib.parse import urlencode
 from distributed import SchedulerPlugin
 from tornado import httputil, web
 
+from federation.protocol import API_PATH
+
 from ..fairshare import setting
 from ..ratelimit import Buckets
 from .auth import COOKIE, Tokens, presented_token, valid
-from .common import API_PATH, http_prefix
+from .common import http_prefix
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler

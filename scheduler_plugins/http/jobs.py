@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import dask
 
+from federation.protocol import API_PATH
 from federation.sitecalls import run_method
 
 from .codec import encode_result
-from .common import API_PATH, setting
+from .common import setting
 from .errors import domain_error
 
 if TYPE_CHECKING:

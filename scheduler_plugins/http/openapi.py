@@ -14,8 +14,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from federation.protocol import API_PATH
+
 from . import records
-from .common import API_PATH
 from .spec import Operation, Route
 
 REF = "#/components/schemas/{model}"

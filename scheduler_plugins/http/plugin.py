@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from distributed import SchedulerPlugin
 
+from federation.protocol import API_PATH
+
 from .auth import Tokens
-from .common import API_PATH, http_prefix
+from .common import http_prefix
 from .jobs import JobRunner
 from .routes import ROUTES, index, static
 
