@@ -11,6 +11,7 @@ from pathlib import Path
 import dask
 import pytest
 import xarray as xr
+from distributed import default_client
 
 from federation.demo import write_dataset
 from federation.local import write_site_config
@@ -31,6 +32,7 @@ SITES = {
 AWI_TOOLS = '''
 """Tools the AWI test site shares."""
 import xarray as xr
+from distributed import default_client
 from distributed import get_worker
 
 import federation
@@ -140,9 +142,19 @@ def fed(local_federation):
 @pytest.fixture(autouse=True)
 def _session_client_computes(request):
     """Tests of the session federation compute with its client, whatever other clients
-    (opened and closed by other modules, in any order) did to dask's default scheduler."""
+    (opened and closed by other modules, in any order) did to dask's default scheduler.
+    Other tests start without a dangling default: clients closed out of order can leave
+    ``scheduler: dask.distributed`` with no client left, and a test's local reference
+    computation (plain xarray on the site's files) would then fail."""
     if "fed" not in request.fixturenames:
-        yield
+        scheduler = dask.config.get("scheduler", None)
+        if scheduler in ("dask.distributed", "distributed"):
+            try:
+                default_client()
+            except ValueError:  # no client left: dangling
+                scheduler = None
+        with dask.config.set(scheduler=scheduler):
+            yield
         return
     client = request.getfixturevalue("fed").client
     with dask.config.set(scheduler=client), client.as_current():

@@ -121,8 +121,8 @@ def caps(pki, tmp_path_factory):
         lf.root, lf.feds = root, feds
         yield lf
     finally:
-        for fed in feds.values():
-            fed.close()
+        for fed in reversed(feds.values()):  # last opened first: each restores the
+            fed.close()  # default scheduler the one before it set
         lf.close()
 
 
