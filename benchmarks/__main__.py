@@ -205,8 +205,9 @@ def run(args: argparse.Namespace) -> dict:
         "`--rtt 0 20 40 80` runs the RTT sweep through the delay router.")
     notes = [
         rtt_note,
-        "2 CPU cores shared by all processes (hub, 6 site workers, client): absolute times "
-        "are noisy; ratios within one run matter.",
+        f"{os.cpu_count()} CPU cores shared by all processes (hub and scheduler, "
+        f"{2 * len(sites)} site workers: the federation's and plain Dask's, client): "
+        "absolute times are noisy; ratios within one run matter.",
         "download: each workload fetches what it needs afresh (no cache between workloads).",
         "shared-fs: reads of another site's files are free here (local disk); through a "
         "real shared filesystem over the WAN they would cross the links "

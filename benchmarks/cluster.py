@@ -78,18 +78,20 @@ class Processes:
         """Stop the process groups ``names``: SIGTERM to all at once (they shut down in
         parallel), SIGKILL to each group after ``timeout`` s or once its leader exited
         (its worker processes, also if the leader is gone)."""
-        procs = [proc for name in names if (proc := self.procs.pop(name, None)) is not None]
-        for proc in procs:
-            if proc.poll() is None:
+        names = [name for name in names if name in self.procs]
+        for name in names:
+            if self.procs[name].poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    os.killpg(self.procs[name].pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for proc in procs:
+        for name in names:  # each is forgotten only once reaped (an interrupted stop
+            proc = self.procs[name]  # leaves the rest to stop_all())
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.0, deadline - time.monotonic()))
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            del self.procs[name]
 
     def stop_all(self, first: list[str] = ()) -> None:
         self.stop(*[n for n in first if n in self.procs])

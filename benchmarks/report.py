@@ -76,13 +76,16 @@ def markdown(results: dict) -> str:
         f"{meta['python']}, dask {meta['dask']}, distributed {meta['distributed']}. "
         f"{meta.get('load_note', '')}",
         f"* Network: {net['note']}.",
-        f"* Data: {meta['size_per_site'] / MiB:,.0f} MiB at each of awi, geomar, dkrz "
+        f"* Data: {meta['size_per_site'] / MiB:,.0f} MiB at each of "
+        f"{', '.join(s for s in meta['datasets'] if s != 'deep')} "
         f"({', '.join(f'{s}: {d}' for s, d in meta['datasets'].items())}), "
         f"{meta['chunk_days']}-day chunks; each site 1 worker × 2 threads, memory limit "
-        f"{meta['memory_limit'] / MiB:,.0f} MiB. Site deep: "
-        f"{meta['deep_size'] / MiB:,.0f} MiB of sst, memory limit "
-        f"{meta['deep_memory_limit'] / MiB:,.0f} MiB (memory workload: data = "
-        f"{meta['memory_ratio']:.1f}× the site's worker memory).",
+        f"{meta['memory_limit'] / MiB:,.0f} MiB."
+        + (f" Site deep: {meta['deep_size'] / MiB:,.0f} MiB of sst, memory limit "
+           f"{meta['deep_memory_limit'] / MiB:,.0f} MiB (memory workload: data = "
+           f"{meta['memory_ratio']:.1f}× the site's worker memory)."
+           if "deep" in meta["datasets"] else "")
+        + " (Only the sites the chosen workloads read are started.)",
         f"* Run took {meta['duration_s'] / 60:.1f} min; command: `{meta['command']}`.",
         "",
         "Approaches: " + "; ".join(f"**{a}** — {DESCRIPTIONS[a]}" for a in APPROACHES) + ".",

@@ -177,17 +177,19 @@ class LocalFederation:
         """Stop the processes ``names``: SIGTERM to all of them at once (each shuts down
         gracefully in parallel), then SIGKILL to the process group of any still running
         after ``timeout`` seconds."""
-        procs = [proc for name in names
-                 if (proc := self.processes.pop(name, None)) is not None and proc.poll() is None]
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
+        names = [name for name in names if name in self.processes]
+        for name in names:
+            if self.processes[name].poll() is None:
+                self.processes[name].send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for proc in procs:
+        for name in names:  # each is forgotten only once reaped (an interrupted stop
+            proc = self.processes[name]  # leaves the rest to close())
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            del self.processes[name]
 
     def close(self) -> None:
         """Stop the sites (together), then the hub."""

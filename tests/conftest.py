@@ -32,7 +32,6 @@ SITES = {
 AWI_TOOLS = '''
 """Tools the AWI test site shares."""
 import xarray as xr
-from distributed import default_client
 from distributed import get_worker
 
 import federation

@@ -34,7 +34,7 @@ def _certs(*args: str) -> None:
     from federation.cli import main
 
     result = CliRunner().invoke(main, ["certs", *args])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, (result.output, result.exc_info)
 
 
 def make_pki(root: Path) -> Path:

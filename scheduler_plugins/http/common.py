@@ -10,6 +10,7 @@ import dask
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
+
 def setting(key: str) -> Any:
     """``federation.http.<key>`` (defaults: federation/federation.yaml)."""
     return dask.config.get(f"federation.http.{key}")
