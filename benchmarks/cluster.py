@@ -94,8 +94,8 @@ class Processes:
             del self.procs[name]
 
     def stop_all(self, first: list[str] = ()) -> None:
-        self.stop(*[n for n in first if n in self.procs])
-        self.stop(*list(self.procs))
+        self.stop(*first)  # stop() skips names it does not hold
+        self.stop(*self.procs)
 
 
 class _Cluster:

@@ -86,8 +86,11 @@ def write_tiny(path: Path, steps: int, side: int = 8) -> Path:
 
 
 def describe_sites(sites: list[str]) -> dict[str, str]:
-    return {site: f"{SITES[site][0]} ({VARIABLES[SITES[site][0]][2]}), {SITES[site][1]}"
-            for site in sites}
+    described = {}
+    for site in sites:
+        kind, filename = SITES[site]
+        described[site] = f"{kind} ({VARIABLES[kind][2]}), {filename}"
+    return described
 
 
 def du(path: Path) -> int:

@@ -119,8 +119,8 @@ class LocalFederation:
 
     def _start_hub(self) -> None:
         # without a dashboard the HTTP server still listens (on any port), Bokeh is off
-        dash = (["--dashboard-address", f"127.0.0.1:{self.dashboard_port}"] if self.dashboard_port
-                else ["--dashboard-address", "127.0.0.1:0", "--no-dashboard"])
+        dash = ["--dashboard-address", f"127.0.0.1:{self.dashboard_port or 0}",
+                *([] if self.dashboard_port else ["--no-dashboard"])]
         tls = []
         if self.tls:
             ca, cert, key = map(str, self.tls)
