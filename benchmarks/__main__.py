@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--approaches", nargs="+", default=None)
     r.add_argument("--overhead-tasks", type=int, default=None,
                    help="tasks of the scheduler-overhead graph (default 100000; 0: skip)")
+    r.add_argument("--repeats", type=int, default=1,
+                   help="runs of each workload × approach (× RTT); the report shows the "
+                        "median and the spread")
     r.add_argument("--overhead-repeats", type=int, default=1)
     r.add_argument("--no-profile", action="store_true", help="skip the profiled run")
     r.add_argument("--profile-tasks", type=int, default=20_000,
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
         "workloads": workloads,
         # the sweep also asks for the limit, not only the peers
         "approaches": args.approaches or [*APPROACHES, *(["site-local"] if args.rtt else [])],
-        "rtts": args.rtt,
+        "rtts": args.rtt, "repeats": args.repeats,
         "batch_bytes": parse_bytes(args.batch),
         "overhead_tasks": overhead_tasks, "overhead_repeats": args.overhead_repeats,
         "profile": not args.no_profile, "profile_tasks": args.profile_tasks,

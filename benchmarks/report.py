@@ -34,8 +34,9 @@ def _payload_ratio(r: dict, m: dict) -> str:
 
 
 def runs_by(results: dict) -> dict[tuple[str, str], dict]:
-    """(workload, approach) -> run; of an RTT sweep, the runs at the lowest RTT."""
-    runs = results["runs"]
+    """(workload, approach) -> run (of repeats, the median one); of an RTT sweep, the
+    runs at the lowest RTT."""
+    runs = sweep.median_runs(results["runs"])
     rtts = [r["rtt_ms"] for r in runs if r.get("rtt_ms") is not None]
     if rtts:
         runs = [r for r in runs if r.get("rtt_ms") == min(rtts)]

@@ -116,6 +116,7 @@ class Bench:
         self.runs: list[dict] = []
         #: the RTT the delay router adds now (ms); None: no router
         self.rtt_ms: float | None = None
+        self.repeat = 0
 
     # -- one measured run --------------------------------------------------------------
 
@@ -127,7 +128,8 @@ class Bench:
         mem_pids = {sites.get(a, a): p for a, p in pids.items()}
         mem_pids["client"] = os.getpid()
         record: dict[str, Any] = {"workload": workload, "approach": approach,
-                                  "rtt_ms": self.rtt_ms, "load_1min": os.getloadavg()[0]}
+                                  "rtt_ms": self.rtt_ms, "repeat": self.repeat,
+                                  "load_1min": os.getloadavg()[0]}
         before = worker_counters(client)
         messages0 = message_counts(client)
         links0 = self.net.link_counters()
@@ -283,26 +285,12 @@ class Bench:
             self.log(f"{name}: {w.description}")
             opened_fed = {ref: open_fed(ref) for ref in refs}
             opened_plain = {ref: open_plain(ref) for ref in refs}
-            for approach in spec["approaches"]:
-                if approach == "federation":
-                    self.measure(name, approach, fed.client,
-                                 lambda extra, w=w: ap.run_lazy(w, fed.client, open_fed),
-                                 fed=fed, opened=opened_fed)
-                elif approach == "download":
-                    self.measure(name, approach, fed.client,
-                                 lambda extra, w=w: ap.run_download(
-                                     w, fed.client, open_fed, spec["batch_bytes"], extra),
-                                 opened=opened_fed)
-                elif approach == "hand-pinned":
-                    self.measure(name, approach, pclient,
-                                 lambda extra, w=w: ap.run_lazy(w, pclient, open_plain, pin=True),
-                                 opened=opened_plain)
-                elif approach == "shared-fs":
-                    self.measure(name, approach, pclient,
-                                 lambda extra, w=w: ap.run_lazy(w, pclient, open_plain),
-                                 opened=opened_plain)
-                elif approach == "site-local":
-                    self.site_local(w, opened_fed)
+            # repeats interleave the approaches, so that a drift of the machine's state
+            # during the run reaches all of them alike
+            for self.repeat in range(spec.get("repeats", 1)):
+                for approach in spec["approaches"]:
+                    self.measure_one(name, approach, w, fed, pclient, open_fed, open_plain,
+                                     opened_fed, opened_plain)
             # same answer from every approach?
             runs = [r for r in self.runs if r["workload"] == name and "fingerprint" in r
                     and r.get("rtt_ms") == self.rtt_ms]
@@ -312,6 +300,28 @@ class Bench:
                     r["agrees_with_" + runs[0]["approach"]] = agrees(ref_fp, r["fingerprint"])
         return minimum
 
+    def measure_one(self, name: str, approach: str, w, fed, pclient, open_fed, open_plain,
+                    opened_fed: dict, opened_plain: dict) -> None:
+        """One run of workload ``name`` by ``approach`` (appended to ``self.runs``)."""
+        if approach == "federation":
+            self.measure(name, approach, fed.client,
+                         lambda extra: ap.run_lazy(w, fed.client, open_fed),
+                         fed=fed, opened=opened_fed)
+        elif approach == "download":
+            self.measure(name, approach, fed.client,
+                         lambda extra: ap.run_download(
+                             w, fed.client, open_fed, self.spec["batch_bytes"], extra),
+                         opened=opened_fed)
+        elif approach == "hand-pinned":
+            self.measure(name, approach, pclient,
+                         lambda extra: ap.run_lazy(w, pclient, open_plain, pin=True),
+                         opened=opened_plain)
+        elif approach == "shared-fs":
+            self.measure(name, approach, pclient,
+                         lambda extra: ap.run_lazy(w, pclient, open_plain),
+                         opened=opened_plain)
+        elif approach == "site-local":
+            self.site_local(w, opened_fed)
 
     def site_local(self, w, opened: dict) -> dict:
         """The site-local bound: each input's reduction by plain Dask in its site's
@@ -319,7 +329,8 @@ class Bench:
         parallel, so the bound is the slowest site. The combination is not included
         (it is tiny and needs the partials at one place)."""
         record: dict[str, Any] = {"workload": w.name, "approach": "site-local",
-                                  "rtt_ms": self.rtt_ms, "load_1min": os.getloadavg()[0],
+                                  "rtt_ms": self.rtt_ms, "repeat": self.repeat,
+                                  "load_1min": os.getloadavg()[0],
                                   "per_site": {}}
         for ref, var, sel in w.inputs:
             site, name = ref.split("/")

@@ -20,14 +20,38 @@ def is_sweep(results: dict) -> bool:
     return any(r.get("rtt_ms") is not None for r in results.get("runs", []))
 
 
+def median_runs(runs: list[dict]) -> list[dict]:
+    """Repeated runs (``--repeats``) collapsed to one per workload, RTT and approach: the
+    run with the median wall time (the lower one of an even count), carrying every
+    repeat's wall seconds, sorted, as ``wall_s_runs``. A failed repeat is kept only when
+    all of them failed. Runs without repeats pass through unchanged."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["workload"], r.get("rtt_ms"), r["approach"]), []).append(r)
+    out = []
+    for group in groups.values():
+        ok = sorted((r for r in group if "error" not in r), key=lambda r: r["wall_s"])
+        if len(group) == 1 or not ok:
+            out.append(group[-1])
+            continue
+        out.append({**ok[(len(ok) - 1) // 2], "wall_s_runs": [r["wall_s"] for r in ok],
+                    "failed_repeats": len(group) - len(ok)})
+    return out
+
+
 def by_rtt(results: dict) -> dict[tuple[str, float, str], dict]:
-    return {(r["workload"], r["rtt_ms"], r["approach"]): r for r in results["runs"]}
+    return {(r["workload"], r["rtt_ms"], r["approach"]): r
+            for r in median_runs(results["runs"])}
 
 
 def _t(r: dict | None) -> str:
     if r is None:
         return "–"
-    return "failed" if "error" in r else f"{r['wall_s']:.1f}"
+    if "error" in r:
+        return "failed"
+    walls = r.get("wall_s_runs")
+    # median (min–max) of the repeats
+    return f"{r['wall_s']:.1f}" + (f" ({walls[0]:.1f}–{walls[-1]:.1f})" if walls else "")
 
 
 def _ratio(a: dict | None, b: dict | None) -> float | None:
@@ -52,6 +76,8 @@ def rows(results: dict) -> list[dict]:
             row = {"workload": name, "rtt_ms": rtt,
                    "wall_s": {a: r["wall_s"] for a, r in runs.items()
                               if r and "error" not in r},
+                   "wall_s_runs": {a: r["wall_s_runs"] for a, r in runs.items()
+                                   if r and "wall_s_runs" in r},
                    "fed_over_pinned": _ratio(fed, pin),
                    "fed_over_site_local": _ratio(fed, runs["site-local"]),
                    "load_1min": (fed or {}).get("load_1min")}
@@ -75,7 +101,9 @@ def rows(results: dict) -> list[dict]:
 
 def markdown(results: dict) -> list[str]:
     lines = ["", "## RTT sweep", "",
-             "Wall seconds per approach (*site-local*: plain Dask at the slowest input's site "
+             "Wall seconds per approach (of repeated runs: the median, and min–max in "
+             "brackets; the ratios and the other columns are of the median runs; "
+             "*site-local*: plain Dask at the slowest input's site "
              "on its local files, no hub, no network: the bound). *batches*: messages "
              "batches the scheduler sent to the site workers during the computation "
              "(each one a site waits for); *admissions*: site-queue rounds that released "

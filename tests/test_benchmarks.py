@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks.approaches import APPROACHES
 from benchmarks.schedscale import markdown, summarise
+from benchmarks.sweep import median_runs, rows
 from benchmarks.workloads import WORKLOADS, agrees
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,3 +147,27 @@ def test_rtt_sweep_quick_through_the_delay_router(tmp_path):
     sweep = {(r["workload"], r["rtt_ms"]): r for r in results["sweep"]}
     assert set(sweep) == {("climatology", rtt) for rtt in (0.0, 30.0)}
     assert all(r["fed_over_pinned"] > 0 and r["fed_over_site_local"] > 0 for r in sweep.values())
+
+
+def test_repeated_runs_are_reported_by_their_median_run_with_the_spread():
+    """``--repeats``: each workload × RTT × approach is reported by its median run (the
+    lower of an even count), the ratio is of the medians, a failed repeat is dropped
+    unless all failed, and single runs pass through unchanged."""
+    def run(approach, wall, rtt=20.0, **extra):
+        return {"workload": "w", "rtt_ms": rtt, "approach": approach, "wall_s": wall,
+                "cross_bytes": 0, "tasks": 1, **extra}
+
+    runs = [run("federation", 3.0), run("hand-pinned", 2.0), run("federation", 1.0),
+            run("hand-pinned", 9.0), run("federation", 2.0), run("hand-pinned", 1.5),
+            run("hand-pinned", 0.0, error="boom"), run("site-local", 0.5, rtt=0.0),
+            run("site-local", 0.0, rtt=20.0, error="x"), run("site-local", 0.0, error="y")]
+    median = {(r["approach"], r["rtt_ms"]): r for r in median_runs(runs)}
+    assert median["federation", 20.0]["wall_s"] == 2.0
+    assert median["federation", 20.0]["wall_s_runs"] == [1.0, 2.0, 3.0]
+    assert median["hand-pinned", 20.0]["wall_s"] == 2.0  # 1.5, 2.0, 9.0; the error dropped
+    assert median["hand-pinned", 20.0]["failed_repeats"] == 1
+    assert median["site-local", 0.0] == runs[7]  # one run: unchanged
+    assert median["site-local", 20.0]["error"] == "y"  # all failed: the last one
+    table = rows({"runs": runs, "minimum": {"w": {}}})
+    at20 = next(r for r in table if r["rtt_ms"] == 20.0)
+    assert at20["fed_over_pinned"] == 1.0 and at20["fed_over_site_local"] is None
