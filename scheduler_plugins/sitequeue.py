@@ -4,8 +4,9 @@ Restricted tasks bypass distributed's root-task queuing, so a big read would be 
 site's workers all at once and flood their memory. Reads are therefore parked (in
 ``no-worker``, restricted to :data:`HOLD`, a resource no worker has) and admitted per
 label (a dataset's label: the sites holding it or a replica) in batches: up to
-``saturation`` tasks per thread of the label's workers and while their memory allows,
-like distributed's ``worker-saturation`` queuing but per site.
+``saturation`` tasks per thread of the label's workers (while their memory is above
+``memory-fraction``: one per thread and a round trip's worth of reads), like
+distributed's ``worker-saturation`` queuing but per site.
 
 **Prefetch.** A slot that frees up is refilled one hub round trip later (the worker's
 report travels to the hub, the admitted read back). Where that is longer than a read, a
@@ -74,9 +75,9 @@ class SiteQueue:
         admitted (reads and other tasks alike). Above 1 so that a thread finds its next
         read already at the worker instead of waiting for the hub.
     memory_fraction:
-        No reads are admitted while the label's workers' process memory exceeds this
-        fraction of their combined memory limit (one task is always admitted when none
-        runs there, so a computation cannot stall).
+        While the label's workers' process memory exceeds this fraction of their
+        combined memory limit, each thread gets one task and a round trip's worth of
+        reads (see :meth:`per_thread`), so the site reads no faster than it reduces.
     prefetch:
         Hub round trips of reads each thread keeps queued (see the module docstring);
         0: always ``saturation``. Default: ``federation.site-queue.prefetch``.
@@ -188,25 +189,29 @@ class SiteQueue:
             ]
         return workers
 
-    def per_thread(self, label: str, workers: list[WorkerState]) -> float:
+    def per_thread(self, label: str, workers: list[WorkerState], memory_ok: bool = True) -> float:
         """Tasks per thread to keep at ``workers`` (``label``'s): ``saturation``, or
         enough reads to last ``prefetch`` round trips to the hub when those are longer
-        than a read.
+        than a read. Above the memory fraction (``memory_ok`` false): one per thread, plus
+        one round trip's worth of reads, so that a thread that finishes finds its next
+        read at the worker (a queued read holds no memory until it runs) but no more.
 
         The RTT (seconds) is the longest of the workers' last heartbeat round trip (the
         hub's own delay in answering included, as it delays admissions too); a read's
         duration (seconds) the moving average of the label's admitted reads (until one
-        has finished: ``saturation``).
+        has finished: ``saturation``, or 1 above the memory fraction).
         """
+        floor = self.saturation if memory_ok else 1.0
+        round_trips = self.prefetch if memory_ok else min(self.prefetch, 1.0)
         seconds = self.read_seconds.get(label)
-        if not self.prefetch or not seconds:
-            return self.saturation
+        if not round_trips or not seconds:
+            return floor
         rtt = max(
             ws.metrics.get("digests_total_since_heartbeat", {}).get("latency", 0.0)
             for ws in workers
         )
-        depth = 1 + self.prefetch * rtt / seconds
-        return max(self.saturation, min(depth, self.max_saturation))
+        depth = 1 + round_trips * rtt / seconds
+        return max(floor, min(depth, self.max_saturation))
 
     def slots(self, label: str) -> tuple[int, Counter[str], bool]:
         """Among the running workers carrying ``label``: how many more tasks may start
@@ -222,15 +227,15 @@ class SiteQueue:
                 if ts not in ws.long_running:
                     running[owner.get(ts.key, UNKNOWN)] += 1
         processing = sum(running.values())
-        per_thread = self.per_thread(label, workers)
-        free = max(math.ceil(per_thread * sum(ws.nthreads for ws in workers)), 1)
-        free -= processing
+        threads = sum(ws.nthreads for ws in workers)
         limit = sum(ws.memory_limit or 0 for ws in workers)
         memory_ok = not limit or (
             sum(ws.memory.process for ws in workers) <= self.memory_fraction * limit
         )
-        if not memory_ok:
-            free = 0
+        # above the memory fraction a thread keeps only what it runs and what covers a
+        # round trip to the hub: reads then start as fast as threads free up, no faster
+        free = max(math.ceil(self.per_thread(label, workers, memory_ok) * threads), 1)
+        free -= processing
         if processing == 0:
             free = max(free, 1)  # never stall a computation
         return free, running, memory_ok

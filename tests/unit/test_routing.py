@@ -81,6 +81,37 @@ async def test_the_site_queue_admits_reads_only_while_the_site_has_slots(c, s, a
     assert all(s.tasks[f.key].erred_on == {a.address} for f in reads)  # all ran, at awi
 
 
+@hub_cluster("awi/sst", "awi/sst", config={"federation.site-queue.memory-fraction": 1e-9,
+                                           "federation.site-queue.saturation": 2})
+async def test_above_its_memory_fraction_a_site_gets_a_read_per_idle_thread(c, s, a, b):
+    """Site memory above ``memory-fraction`` (here always): reads go only into idle
+    threads. With a's thread busy, b's thread runs every read, one at a time; with both
+    busy, reads wait at the hub (saturation 2 would queue two at the workers)."""
+    busy = []
+
+    async def block(worker, name: str) -> None:
+        [x] = await c.scatter([1], workers=[worker.address])
+        busy.append(c.submit(_blocked, x, name, key=name, workers=[worker.address]))
+        await async_wait(lambda: s.tasks.get(name) and s.tasks[name].state == "processing",
+                         10, f"{name} running")
+
+    await block(a, "busy-a")
+    reads = [_read(c, "awi/sst", f"read-{i}") for i in range(4)]
+    await wait(reads)  # all ran at b's free thread (the reads fail where they run)
+    assert all(s.tasks[f.key].erred_on == {b.address} for f in reads)
+    assert s.tasks["busy-a"].state == "processing"
+
+    await block(b, "busy-b")
+    later = [_read(c, "awi/sst", f"later-{i}") for i in range(3)]
+    await async_wait(lambda: all(f.key in s.tasks for f in later), 10, "the reads at the hub")
+    await asyncio.sleep(0.5)  # a negative check: no thread is free, so none is admitted
+    assert {s.tasks[f.key].state for f in later} == {"no-worker"}
+    await Event("busy-a").set()
+    await Event("busy-b").set()
+    await wait([*busy, *later])
+    assert all(f.status == "error" for f in later)  # they ran (at the site) once freed
+
+
 @hub_cluster("awi/sst", "geomar", config={"federation.site-outage-timeout": "2s"})
 async def test_reads_of_a_site_without_workers_wait_then_fail_naming_it(c, s, a, g):
     """awi's last worker leaves: its reads wait (never run elsewhere), the hub keeps
