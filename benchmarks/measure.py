@@ -184,7 +184,8 @@ def _site_view(dask_scheduler, queue, labels) -> dict[str, tuple[bool, float]]:
         workers = [ws for ws in dask_scheduler.workers.values() if label in ws.resources]
         idle = sum(len(ws.processing) for ws in workers) < sum(ws.nthreads for ws in workers)
         per_thread = getattr(queue, "per_thread", None)
-        depth = per_thread(label, workers) if per_thread and workers else 0
+        depth = (per_thread(label, workers, queue.memory_ok(workers))
+                 if per_thread and workers else 0)
         view[label] = (idle, float(depth))
     return view
 

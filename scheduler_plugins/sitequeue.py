@@ -213,6 +213,14 @@ class SiteQueue:
         depth = 1 + round_trips * rtt / seconds
         return max(floor, min(depth, self.max_saturation))
 
+    def memory_ok(self, workers: list[WorkerState]) -> bool:
+        """Whether ``workers``' process memory is within ``memory_fraction`` of their
+        combined memory limit (true without a limit)."""
+        limit = sum(ws.memory_limit or 0 for ws in workers)
+        return not limit or (
+            sum(ws.memory.process for ws in workers) <= self.memory_fraction * limit
+        )
+
     def slots(self, label: str) -> tuple[int, Counter[str], bool]:
         """Among the running workers carrying ``label``: how many more tasks may start
         (see :meth:`per_thread`), the tasks each user is processing there (long-running
@@ -228,10 +236,7 @@ class SiteQueue:
                     running[owner.get(ts.key, UNKNOWN)] += 1
         processing = sum(running.values())
         threads = sum(ws.nthreads for ws in workers)
-        limit = sum(ws.memory_limit or 0 for ws in workers)
-        memory_ok = not limit or (
-            sum(ws.memory.process for ws in workers) <= self.memory_fraction * limit
-        )
+        memory_ok = self.memory_ok(workers)
         # above the memory fraction a thread keeps only what it runs and what covers a
         # round trip to the hub: reads then start as fast as threads free up, no faster
         free = max(math.ceil(self.per_thread(label, workers, memory_ok) * threads), 1)

@@ -84,8 +84,9 @@ async def test_the_site_queue_admits_reads_only_while_the_site_has_slots(c, s, a
 @hub_cluster("awi/sst", "awi/sst", config={"federation.site-queue.memory-fraction": 1e-9,
                                            "federation.site-queue.saturation": 2})
 async def test_above_its_memory_fraction_a_site_gets_a_read_per_idle_thread(c, s, a, b):
-    """Site memory above ``memory-fraction`` (here always): reads go only into idle
-    threads. With a's thread busy, b's thread runs every read, one at a time; with both
+    """Site memory above ``memory-fraction`` (here always): a task per thread, plus a
+    round trip's worth of reads once a read's duration is known (here none finishes, so
+    none). With a's thread busy, b's thread runs every read, one at a time; with both
     busy, reads wait at the hub (saturation 2 would queue two at the workers)."""
     busy = []
 
