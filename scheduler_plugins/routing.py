@@ -186,9 +186,11 @@ class RoutingPlugin(FederationPlugin):
         transition of every task, so it does the least it can for the rest.
         """
         if finish == "memory":
-            self._landed(key, start, kwargs.get("worker"))
+            worker = kwargs.get("worker")
+            self._landed(key, start, worker)
             if start == "processing":
-                self.queue.finished(key, kwargs.get("startstops"))
+                self.queue.finished(key, kwargs.get("startstops"),
+                                    self.state.worker_site.get(worker))
         elif finish == "no-worker" and self.queue.parked_in_no_worker(key):
             return
         elif finish == "forgotten":

@@ -12,10 +12,16 @@ distributed's ``worker-saturation`` queuing but per site.
 report travels to the hub, the admitted read back). Where that is longer than a read, a
 thread with only ``saturation`` tasks would wait for the hub, once per refill — latency
 would cost a round trip per admission. So each thread is given enough reads to run
-``prefetch`` round trips' worth of them: ``1 + prefetch × RTT / read duration`` tasks per
+``prefetch`` round trips' worth of them: ``1 + prefetch × RTT / task duration`` tasks per
 thread (at least ``saturation``, at most ``max-saturation``), from the RTT the site's
-workers measure on their heartbeats and the average compute time of the label's admitted
-reads. On a LAN this is ``saturation``; at 80 ms and 20 ms reads, 9 per thread.
+workers measure on their heartbeats. On a LAN this is ``saturation``; at 80 ms and 20 ms
+tasks, 9 per thread. The task duration is the shorter of two averages: the label's
+admitted reads, and every task the site finished. The second counts because every task,
+however short, is ``processing`` (holds a slot) for a round trip beyond its compute time
+— sent to the worker, reported back — so a site running many small tasks per read (an
+area mean, a correlation's pieces) holds ``threads × (1 + RTT / mean task time)`` tasks
+just to keep its threads busy (Little's law); counted against the reads' depth alone,
+they would fill every slot and the site would wait for the hub.
 
 **Per user.** The slots are shared by the users who have reads parked at the label or
 tasks processing on its workers (a task's user: :attr:`FederationState.task_owner`, kept
@@ -55,6 +61,10 @@ HOLD = "federation:held"
 
 #: the user of a task whose owner the hub does not know (e.g. refused before recorded)
 UNKNOWN = ""
+
+#: weight of the newest task in a site's moving average of task time (an average over
+#: roughly the last 1 / weight tasks: many small tasks and a few reads mix)
+TASK_AVERAGE_WEIGHT = 1 / 32
 
 
 def setting(key: str, given: Any = None) -> Any:
@@ -110,6 +120,8 @@ class SiteQueue:
         #: per-prefix average is reset whenever a task runs long (heartbeats), which
         #: under load is most of the time
         self.read_seconds: dict[str, float] = {}
+        #: site -> moving average of the compute time of every task it finished (seconds)
+        self.task_seconds: dict[str, float] = {}
         self._scheduled = False
         #: label -> workers advertising it; built on demand, dropped whenever workers
         #: come, go or change status, and on every poll
@@ -154,14 +166,20 @@ class SiteQueue:
         self.parked.pop(key, None)
         self.admitted.pop(key, None)
 
-    def finished(self, key: Any, startstops: list[dict] | None) -> None:
-        """A task reached memory from ``processing``: if it was an admitted read, fold
-        its compute time (from the worker's ``startstops``) into its label's average."""
+    def finished(self, key: Any, startstops: list[dict] | None, site: str | None = None) -> None:
+        """A task reached memory from ``processing`` at ``site``: fold its compute time
+        (from the worker's ``startstops``) into the site's average; if it was an admitted
+        read, into its label's average too."""
+        seconds = sum(ss["stop"] - ss["start"] for ss in startstops or ()
+                      if ss.get("action") == "compute")
+        if site is not None and seconds > 0:
+            old = self.task_seconds.get(site)
+            self.task_seconds[site] = (
+                seconds if old is None else old + TASK_AVERAGE_WEIGHT * (seconds - old)
+            )
         label = self.admitted.pop(key, None)
         if label is None:
             return
-        seconds = sum(ss["stop"] - ss["start"] for ss in startstops or ()
-                      if ss.get("action") == "compute")
         if seconds > 0:
             old = self.read_seconds.get(label)
             self.read_seconds[label] = seconds if old is None else (old + seconds) / 2
@@ -197,13 +215,20 @@ class SiteQueue:
         read at the worker (a queued read holds no memory until it runs) but no more.
 
         The RTT (seconds) is the longest of the workers' last heartbeat round trip (the
-        hub's own delay in answering included, as it delays admissions too); a read's
-        duration (seconds) the moving average of the label's admitted reads (until one
-        has finished: ``saturation``, or 1 above the memory fraction).
+        hub's own delay in answering included, as it delays admissions too); a task's
+        duration (seconds) the shorter of the moving averages of the label's admitted
+        reads and of every task its workers' sites finished (see the module docstring;
+        above the memory fraction only the reads', so that small tasks do not let reads
+        in faster than the site reduces them). Until one has finished: ``saturation``,
+        or 1 above the memory fraction.
         """
         floor = self.saturation if memory_ok else 1.0
         round_trips = self.prefetch if memory_ok else min(self.prefetch, 1.0)
         seconds = self.read_seconds.get(label)
+        if memory_ok:
+            site_of = self.state.worker_site
+            tasks = [self.task_seconds.get(site_of.get(ws.address, UNKNOWN)) for ws in workers]
+            seconds = min(filter(None, [seconds, *tasks]), default=None)
         if not round_trips or not seconds:
             return floor
         rtt = max(
