@@ -122,6 +122,9 @@ class SiteAdaptive(Adaptive):
         # queued jobs hold no data: cancel them; running ones retire through the hub
         queued = [w for w in workers if w not in connected]
         running = [w for w in workers if w in connected]
+        # before retiring: their jobs close once their workers leave (jobs the hub keeps
+        # are watched again on the next check)
+        self.jobs.closing(workers)
         retired = await self.jobs.retire(running) if running else []
         if queued or retired:
             await self.cluster.scale_down(queued + retired)
@@ -182,6 +185,8 @@ class SiteJobs:
         #: job name -> monotonic time it was submitted / its workers were first seen
         self.submitted: dict[str, float] = {}
         self.joined: set[str] = set()
+        #: job id -> job name, for the jobs whose workers joined and that have not ended
+        self.running_jobs: dict[str, str] = {}
         self.failed = 0
         self.failed_in_a_row = 0
         self.ended = 0
@@ -372,6 +377,13 @@ class SiteJobs:
         ids = {job.job_id: name for name, job in self.cluster.workers.items() if job.job_id}
         for name in ids.values():  # also jobs the adaptive loop submitted
             self.submitted.setdefault(name, now)
+        for job_id, name in ids.items():
+            if name in self.joined:
+                self.running_jobs.setdefault(job_id, name)
+        # a job whose workers left the hub is closed by dask-jobqueue itself, often before
+        # the queue shows it ended: it ended all the same
+        for job_id in [j for j in self.running_jobs if j not in ids]:
+            self._ended(job_id, self.running_jobs.pop(job_id), "its workers left")
         self.queue = await queue_states(self.cfg.cluster.type, list(ids))
         if self.queue is None:
             self.queue = {}
@@ -383,10 +395,8 @@ class SiteJobs:
             if state not in ENDED and not missing:
                 continue
             job = self.cluster.workers.pop(name)
-            if name in self.joined:  # ran and ended: cancelled, out of time, node lost
-                self.ended += 1
-                logger.warning("Site %s: job %s (%s) ended (%s); starting another",
-                               self.cfg.site, job_id, name, state or "gone")
+            if self.running_jobs.pop(job_id, None):  # ran and ended: cancelled, out of
+                self._ended(job_id, name, state or "gone")  # time, node lost
                 lost = True
             else:
                 self.cluster.worker_spec.pop(name, None)
@@ -401,6 +411,19 @@ class SiteJobs:
             # the plan holds jobs that ended (seen here, or closed by dask-jobqueue when
             # their workers left the hub): submit them again
             await self._submit()
+
+    def closing(self, workers: list[str]) -> None:
+        """The jobs of ``workers`` are being closed on purpose (scaled down): when they
+        go, they did not end."""
+        jobs = {_job_of(w, self.cfg.cluster.processes) for w in workers}
+        for job_id, name in list(self.running_jobs.items()):
+            if name in jobs:
+                del self.running_jobs[job_id]
+
+    def _ended(self, job_id: str, name: str, why: str) -> None:
+        self.ended += 1
+        logger.warning("Site %s: job %s (%s) ended (%s); starting another",
+                       self.cfg.site, job_id, name, why)
 
     def _failed_start(self, job_id: str | None, why: str) -> None:
         self.failed += 1
