@@ -5,7 +5,7 @@ site's workers all at once and flood their memory. Reads are therefore parked (i
 ``no-worker``, restricted to :data:`HOLD`, a resource no worker has) and admitted per
 label (a dataset's label: the sites holding it or a replica) in batches: up to
 ``saturation`` tasks per thread of the label's workers (while their memory is above
-``memory-fraction``: one per thread and a round trip's worth of reads), like
+``memory-fraction``: one per thread and a round trip's worth of tasks), like
 distributed's ``worker-saturation`` queuing but per site.
 
 **Prefetch.** A slot that frees up is refilled one hub round trip later (the worker's
@@ -209,26 +209,22 @@ class SiteQueue:
 
     def per_thread(self, label: str, workers: list[WorkerState], memory_ok: bool = True) -> float:
         """Tasks per thread to keep at ``workers`` (``label``'s): ``saturation``, or
-        enough reads to last ``prefetch`` round trips to the hub when those are longer
-        than a read. Above the memory fraction (``memory_ok`` false): one per thread, plus
-        one round trip's worth of reads, so that a thread that finishes finds its next
+        enough tasks to last ``prefetch`` round trips to the hub when those are longer
+        than a task. Above the memory fraction (``memory_ok`` false): one per thread, plus
+        one round trip's worth of tasks, so that a thread that finishes finds its next
         read at the worker (a queued read holds no memory until it runs) but no more.
 
         The RTT (seconds) is the longest of the workers' last heartbeat round trip (the
         hub's own delay in answering included, as it delays admissions too); a task's
         duration (seconds) the shorter of the moving averages of the label's admitted
-        reads and of every task its workers' sites finished (see the module docstring;
-        above the memory fraction only the reads', so that small tasks do not let reads
-        in faster than the site reduces them). Until one has finished: ``saturation``,
-        or 1 above the memory fraction.
+        reads and of every task its workers' sites finished (see the module docstring).
+        Until one has finished: ``saturation``, or 1 above the memory fraction.
         """
         floor = self.saturation if memory_ok else 1.0
         round_trips = self.prefetch if memory_ok else min(self.prefetch, 1.0)
-        seconds = self.read_seconds.get(label)
-        if memory_ok:
-            site_of = self.state.worker_site
-            tasks = [self.task_seconds.get(site_of.get(ws.address, UNKNOWN)) for ws in workers]
-            seconds = min(filter(None, [seconds, *tasks]), default=None)
+        site_of = self.state.worker_site
+        tasks = [self.task_seconds.get(site_of.get(ws.address, UNKNOWN)) for ws in workers]
+        seconds = min(filter(None, [self.read_seconds.get(label), *tasks]), default=None)
         if not round_trips or not seconds:
             return floor
         rtt = max(

@@ -85,7 +85,7 @@ async def test_the_site_queue_admits_reads_only_while_the_site_has_slots(c, s, a
                                            "federation.site-queue.saturation": 2})
 async def test_above_its_memory_fraction_a_site_gets_a_read_per_idle_thread(c, s, a, b):
     """Site memory above ``memory-fraction`` (here always): a task per thread, plus a
-    round trip's worth of reads once a read's duration is known (here none finishes, so
+    round trip's worth of tasks once a task's duration is known (here none finishes, so
     none). With a's thread busy, b's thread runs every read, one at a time; with both
     busy, reads wait at the hub (saturation 2 would queue two at the workers)."""
     busy = []
