@@ -25,6 +25,7 @@ from typing import Any
 
 import dask
 import numpy as np
+import psutil
 from distributed import Client, get_task_stream
 
 import federation
@@ -142,13 +143,12 @@ class Bench:
                     Sampler(mem_pids) as mem, Timer() as timer:
                 result = fn(extra)
         except Exception as e:  # keep going: one failure must not lose the whole run
-            self.log(f"  {workload}/{approach} FAILED: {type(e).__name__}: {e}")
-            record["error"] = f"{type(e).__name__}: {e}"
-            record["traceback"] = traceback.format_exc()[-3000:]
-            self.runs.append(record)
-            return record
+            return self._failed(record, f"{type(e).__name__}: {e}")
         cpu1 = cpu_seconds(sched_pid)
-        wcpu = sum(cpu_seconds(p) - wcpu0[a] for a, p in pids.items())
+        try:
+            wcpu = sum(cpu_seconds(p) - wcpu0[a] for a, p in pids.items())
+        except psutil.NoSuchProcess as e:  # its nanny restarts it; this run does not compare
+            return self._failed(record, f"a site worker died during the run (pid {e.pid})")
         messages1 = message_counts(client)
         links1 = self.net.link_counters()
         after = worker_counters(client)
@@ -203,6 +203,13 @@ class Bench:
             + (f" (+{rr_bytes / 2**20:.1f} MiB remote reads)" if rr_bytes else "")
             + f"  peak worker {record['peak_worker_rss'] / 2**20:.0f} MiB"
         )
+        return record
+
+    def _failed(self, record: dict, error: str) -> dict:
+        self.log(f"  {record['workload']}/{record['approach']} FAILED: {error}")
+        record["error"] = error
+        record["traceback"] = traceback.format_exc()[-3000:]
+        self.runs.append(record)
         return record
 
     # -- the whole matrix --------------------------------------------------------------
