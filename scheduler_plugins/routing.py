@@ -186,11 +186,11 @@ class RoutingPlugin(FederationPlugin):
         transition of every task, so it does the least it can for the rest.
         """
         if finish == "memory":
-            worker = kwargs.get("worker")
-            self._landed(key, start, worker)
-            if start == "processing":
-                self.queue.finished(key, kwargs.get("startstops"),
-                                    self.state.worker_site.get(worker))
+            computed = start == "processing"  # not scattered or fetched
+            site = self.state.worker_site.get(kwargs.get("worker") or "") if computed else None
+            self._landed(key, site)
+            if computed:
+                self.queue.finished(key, kwargs.get("startstops"), site)
         elif finish == "no-worker" and self.queue.parked_in_no_worker(key):
             return
         elif finish == "forgotten":
@@ -200,12 +200,12 @@ class RoutingPlugin(FederationPlugin):
             # a thread slot or memory freed up somewhere: refill the site queues
             self.queue.schedule()
 
-    def _landed(self, key: Any, start: str, worker: str | None) -> None:
-        """Count a finished task for its site; bind its dependents that became ready."""
+    def _landed(self, key: Any, site: str | None) -> None:
+        """Count a task ``site`` computed; bind its dependents that became ready."""
         ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
         if ts is None:
             return
-        if start == "processing" and worker and (site := self.state.worker_site.get(worker)):
+        if site:
             self.state.tasks_done[site] += 1
         for dts in ts.dependents:
             if dts.state == "waiting" and not dts.waiting_on and dts.key not in self.pinned:
